@@ -1,0 +1,909 @@
+/**
+ * DOC: dma_fence — shared between threads
+ *
+ * A fence is one slot of the shared table (shared/world.ts), so a fence created
+ * in one thread is seen, waited on and signalled from any thread it reaches. A
+ * `DmaFence` object is this thread's view of the slot; each thread has at most one
+ * per fence, and it counts this thread's references (`get()` returns the same
+ * object, `put()` drops one; `[Symbol.dispose]` is `put`).
+ *
+ * Kernel semantics kept (kernel-contract §2): 64-bit contexts from a global
+ * counter starting at 1 (0 is the stub's); 32-bit wrap-around seqno ordering
+ * unless the fence is 64-bit (`init64`, chains); one-way signalling with a
+ * CLOCK_MONOTONIC timestamp; `setError` only before signalling; status 0/1/-errno;
+ * FIFO run-once callbacks, `addCallback` on a signalled fence returns -ENOENT
+ * without calling; enable-signalling on first wait/callback; waits that return
+ * the remaining time, 0 on timeout, -ERESTARTSYS when interrupted; deadlines; the
+ * signalled stub.
+ *
+ * Differences JS forces, and what we do instead:
+ * - Callbacks are JS functions and cannot be shared. Each thread keeps its own
+ *   callback list per fence. When the fence is signalled in this thread, this
+ *   thread's callbacks run synchronously inside `signal()` (FIFO, once); callbacks
+ *   of other threads run in their threads as soon as those threads' event loops
+ *   run (woken through `Atomics.waitAsync`). Ordering across threads is not defined.
+ * - Driver ops (`DmaFenceOps`) are JS functions too: they run in the creating
+ *   thread. Requests from other threads are recorded in the slot (the
+ *   ENABLE_SIGNAL flag, the earliest deadline), so fences that cross threads must
+ *   signal on their own, as the kernel requires when `enable_signaling` is absent.
+ *   `release` runs when the creating thread drops its last reference.
+ * - Blocking waits take an AbortSignal but can only see it before sleeping: a
+ *   blocked thread runs no JS. Promise waits (`waitTimeoutAsync`) abort at once.
+ * - Timeouts are milliseconds (`Infinity` = MAX_SCHEDULE_TIMEOUT); timestamps and
+ *   deadlines are bigint CLOCK_MONOTONIC nanoseconds.
+ * - A negative timeout, an empty wait-any, a bad error value or comparing fences of
+ *   different contexts — WARNs in the kernel — throw EINVAL here and change nothing.
+ */
+import { ERRNO, fail } from './errors.js';
+import {
+  adoptAsHold, allocSlot, hold, Kind, localHolds, onRelease, readName, ref, S_BODY, slotGen, slotRefs, unhold,
+  unref, writeName,
+} from './shared/slab.js';
+import {
+  bumpEpoch, keepAlive, ktimeNowNs, multiWait, multiWaitAsync, nowMs, sleepOnWordAsync,
+} from './shared/wait.js';
+import { H_CONTEXT, H_STUB, onJoin, tid, world, type World } from './shared/world.js';
+
+/* ---- slot layout of every fence ---- */
+
+/** 0 pending, 1 signalled, 2 being signalled (claimed, timestamp not yet published). */
+export const F_STATE = S_BODY + 0;
+export const F_SLEEPERS = S_BODY + 1;
+export const F_FLAGS = S_BODY + 2;
+export const F_ERROR = S_BODY + 3;
+export const F_CTX_LO = S_BODY + 4;
+export const F_CTX_HI = S_BODY + 5;
+export const F_SEQ_LO = S_BODY + 6;
+export const F_SEQ_HI = S_BODY + 7;
+/** Float64 nanoseconds: words 16-17. */
+export const F_TIMESTAMP = S_BODY + 8;
+/** Float64 nanoseconds (earliest deadline asked for), words 18-19. */
+export const F_DEADLINE = S_BODY + 10;
+export const F_FKIND = S_BODY + 12;
+export const F_OWNER = S_BODY + 13;
+/** Words 22..29 belong to the fence kind (sw_sync, array, chain). */
+export const F_AUX = S_BODY + 14;
+export const F_DRIVER_NAME = 32;
+export const F_TIMELINE_NAME = 40;
+export const NAME_WORDS = 8;
+
+const STATE_PENDING = 0;
+const STATE_SIGNALED = 1;
+const STATE_SIGNALING = 2;
+
+/** `enum dma_fence_flag_bits`, as far as a user can observe them. */
+export const DMA_FENCE_FLAG_ENABLE_SIGNAL = 1 << 0;
+export const DMA_FENCE_FLAG_SEQNO64 = 1 << 1;
+/** First bit free for fence implementations (sw_sync: "has deadline"). */
+export const DMA_FENCE_FLAG_USER_BITS = 1 << 8;
+
+/** Which implementation a fence slot belongs to. */
+export const enum FenceKind {
+  Driver = 1,
+  Stub = 2,
+  SwSync = 3,
+  Array = 4,
+  Chain = 5,
+}
+
+/** Driver callbacks (`struct dma_fence_ops`); names are required. */
+export interface DmaFenceOps {
+  getDriverName(fence: DmaFence): string;
+  getTimelineName(fence: DmaFence): string;
+  /** First wait/callback/enable request. Return false if already passed: the core signals then. */
+  enableSignaling?(fence: DmaFence): boolean;
+  /** Cheap peek; once true it must stay true. */
+  signaled?(fence: DmaFence): boolean;
+  /** Deadline hint (bigint ns, CLOCK_MONOTONIC); keep the earliest. */
+  setDeadline?(fence: DmaFence, deadlineNs: bigint): void;
+  /** Free implementation data; runs when the creating thread drops its last reference. */
+  release?(fence: DmaFence): void;
+}
+
+/**
+ * What a fence kind implemented in another module (sw_sync, array, chain) tells
+ * the core. `signaled` and `release` work on the shared slot from any thread;
+ * `enable` runs once per thread that waits asynchronously or adds callbacks.
+ */
+export interface FenceKindOps {
+  /** Signalled only by an explicit signal (true) or computed from other fences (false). */
+  readonly leaf: boolean;
+  signaled?(w: World, slot: number): boolean;
+  enable?(fence: DmaFence): boolean;
+  setDeadline?(fence: DmaFence, deadlineNs: bigint): void;
+  release?(w: World, slot: number): void;
+  /** Error to signal with, decided at signal time (arrays: first failed member). */
+  signalError?(w: World, slot: number): number;
+}
+
+const kindOps: Array<FenceKindOps | undefined> = [];
+
+/** Plug in a fence kind. */
+export function registerFenceKind(kind: FenceKind, ops: FenceKindOps): void {
+  kindOps[kind] = ops;
+}
+
+export type DmaFenceFunc = (fence: DmaFence) => void;
+
+let W: World;
+let wrappers: Array<DmaFence | undefined> = [];
+onJoin((w) => {
+  W = w;
+  wrappers = new Array<DmaFence | undefined>(w.capacity);
+});
+
+/* ---- per-thread views ---- */
+
+/** This thread's view of fence slot `slot`, taking one reference. */
+export function fenceFromSlot(slot: number): DmaFence {
+  const w = W ?? world();
+  let f = wrappers[slot];
+  if (f) {
+    hold(w, slot);
+    return f;
+  }
+  hold(w, slot);
+  f = new DmaFence(PRIVATE, slot);
+  wrappers[slot] = f;
+  return f;
+}
+
+/** Like `fenceFromSlot` but consumes an internal reference the caller owns. */
+export function fenceAdoptSlot(slot: number): DmaFence {
+  const w = W ?? world();
+  const f = wrappers[slot];
+  adoptAsHold(w, slot);
+  if (f) return f;
+  const nf = new DmaFence(PRIVATE, slot);
+  wrappers[slot] = nf;
+  return nf;
+}
+
+/** This thread's existing view of `slot`, without taking a reference. */
+export function fenceViewIfAny(slot: number): DmaFence | undefined {
+  return wrappers[slot];
+}
+
+const PRIVATE = Symbol('dma_fence.private');
+
+/** Allocate a fence slot of `fkind` in `context`/`seqno`; returns the slot with one internal reference. */
+export function allocFenceSlot(
+  fkind: FenceKind, context: bigint, seqno: bigint, seqno64: boolean, driver: string, timeline: string,
+  syscall = 'dma_fence_init',
+): number {
+  const w = W ?? world();
+  const slot = allocSlot(w, Kind.Fence, syscall);
+  const b = w.base(slot);
+  const i32 = w.i32;
+  i32[b + F_CTX_LO] = Number(context & 0xffffffffn) | 0;
+  i32[b + F_CTX_HI] = Number(context >> 32n) | 0;
+  i32[b + F_SEQ_LO] = Number(seqno & 0xffffffffn) | 0;
+  i32[b + F_SEQ_HI] = Number((seqno >> 32n) & 0xffffffffn) | 0;
+  i32[b + F_FLAGS] = seqno64 ? DMA_FENCE_FLAG_SEQNO64 : 0;
+  i32[b + F_FKIND] = fkind;
+  i32[b + F_OWNER] = tid();
+  w.f64[(b + F_DEADLINE) >> 1] = Infinity;
+  writeName(w, b + F_DRIVER_NAME, NAME_WORDS, driver);
+  writeName(w, b + F_TIMELINE_NAME, NAME_WORDS, timeline);
+  return slot;
+}
+
+/** Per-thread driver ops of fences created in this thread. */
+const driverOps = new Map<number, DmaFenceOps>();
+
+function checkSeqno(seqno: number | bigint, syscall: string): bigint {
+  if (typeof seqno === 'bigint') {
+    if (seqno < 0n || seqno > 0xffffffffffffffffn) throw fail('EINVAL', syscall, `seqno ${seqno} is not a u64`);
+    return seqno;
+  }
+  if (typeof seqno !== 'number' || !Number.isSafeInteger(seqno) || seqno < 0) {
+    throw new TypeError(`${syscall}: seqno must be a non-negative integer or bigint`);
+  }
+  return BigInt(seqno);
+}
+
+function checkContext(context: number | bigint, syscall: string): bigint {
+  const c = checkSeqno(context, syscall);
+  return c;
+}
+
+function checkTimeout(timeoutMs: number, syscall: string): void {
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) throw new TypeError(`${syscall}: timeout must be a number of ms`);
+  if (timeoutMs < 0) throw fail('EINVAL', syscall, `negative timeout ${timeoutMs}`);
+}
+
+export interface WaitOptions {
+  /** Interruptible wait: an aborted `signal` ends it with -ERESTARTSYS. Default true. */
+  intr?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Result of `waitAnyTimeout`: `ret` as the kernel returns it, `idx` the first signalled fence or -1. */
+export interface WaitAnyResult {
+  ret: number;
+  idx: number;
+}
+
+/** A fence: this thread's view of one shared fence slot. */
+export class DmaFence implements Disposable {
+  #slot: number;
+  #b: number;
+  #cbs: DmaFenceFunc[] | null = null;
+  #armed = false;
+  #enabledHere = false;
+  #putAfterCallbacks = false;
+
+  /** @internal use `DmaFence.init`, `fenceFromSlot` or a container constructor. */
+  constructor(key: symbol, slot: number) {
+    if (key !== PRIVATE) throw new TypeError('use DmaFence.init() to create a fence');
+    this.#slot = slot;
+    this.#b = W.base(slot);
+  }
+
+  /* ---- creation ---- */
+
+  /**
+   * Reserve `num` consecutive fresh context ids (dma_fence_context_alloc).
+   * @returns the first id. @throws EINVAL if `num` is not a positive integer.
+   */
+  static contextAlloc(num = 1): bigint {
+    if (!Number.isSafeInteger(num) || num < 1) throw fail('EINVAL', 'dma_fence_context_alloc', `cannot allocate ${num} contexts`);
+    const w = W ?? world();
+    return Atomics.add(w.i64, H_CONTEXT >> 1, BigInt(num));
+  }
+
+  /** dma_fence_init: a pending fence with 32-bit seqno ordering. @throws TypeError on missing name ops. */
+  static init(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint): DmaFence {
+    return DmaFence.#initDriver(ops, context, seqno, false);
+  }
+
+  /** dma_fence_init64: same with 64-bit seqno ordering. */
+  static init64(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint): DmaFence {
+    return DmaFence.#initDriver(ops, context, seqno, true);
+  }
+
+  static #initDriver(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint, is64: boolean): DmaFence {
+    if (typeof ops !== 'object' || ops === null || typeof ops.getDriverName !== 'function'
+      || typeof ops.getTimelineName !== 'function') {
+      throw new TypeError('dma_fence_init: ops must provide getDriverName() and getTimelineName()');
+    }
+    const ctx = checkContext(context, 'dma_fence_init');
+    const seq = checkSeqno(seqno, 'dma_fence_init');
+    const names = opsNames(ops);
+    const slot = allocFenceSlot(FenceKind.Driver, ctx, seq, is64, names[0], names[1]);
+    const f = fenceAdoptSlot(slot);
+    driverOps.set(slot, ops);
+    return f;
+  }
+
+  /**
+   * dma_fence_get_stub: the one global signalled fence (context 0, seqno 0,
+   * names "stub"), a new reference each call.
+   */
+  static getStub(): DmaFence {
+    const w = W ?? world();
+    for (;;) {
+      const s = Atomics.load(w.i32, H_STUB);
+      if (s >= 0) return fenceFromSlot(s);
+      if (s === -1 && Atomics.compareExchange(w.i32, H_STUB, -1, -2) === -1) {
+        const slot = allocFenceSlot(FenceKind.Stub, 0n, 0n, false, 'stub', 'stub');
+        publishSignal(w, slot, ktimeNowNs());
+        Atomics.store(w.i32, H_STUB, slot); // the allocation reference keeps it forever
+        Atomics.notify(w.i32, H_STUB);
+        continue;
+      }
+      Atomics.wait(w.i32, H_STUB, -2, 10);
+    }
+  }
+
+  /** dma_fence_allocate_private_stub: a new signalled fence with timestamp `timestampNs`. */
+  static allocatePrivateStub(timestampNs: bigint): DmaFence {
+    if (typeof timestampNs !== 'bigint') throw new TypeError('allocatePrivateStub: timestamp must be bigint ns');
+    const w = W ?? world();
+    const slot = allocFenceSlot(FenceKind.Stub, DmaFence.contextAlloc(1), 0n, false, 'stub', 'stub');
+    publishSignal(w, slot, Number(timestampNs));
+    return fenceAdoptSlot(slot);
+  }
+
+  /* ---- identity ---- */
+
+  /** @internal slot index in the shared table. */
+  get slot(): number {
+    this.#check();
+    return this.#slot;
+  }
+
+  get context(): bigint {
+    const i32 = W.i32;
+    return (BigInt(i32[this.#b + F_CTX_HI]! >>> 0) << 32n) | BigInt(i32[this.#b + F_CTX_LO]! >>> 0);
+  }
+
+  get seqno(): bigint {
+    const i32 = W.i32;
+    return (BigInt(i32[this.#b + F_SEQ_HI]! >>> 0) << 32n) | BigInt(i32[this.#b + F_SEQ_LO]! >>> 0);
+  }
+
+  /** The fence's flag bits (DMA_FENCE_FLAG_*), plus SIGNALED/TIMESTAMP derived from state. */
+  get flags(): number {
+    return Atomics.load(W.i32, this.#b + F_FLAGS);
+  }
+
+  get driverName(): string {
+    return readName(W, this.#b + F_DRIVER_NAME, NAME_WORDS);
+  }
+
+  get timelineName(): string {
+    return readName(W, this.#b + F_TIMELINE_NAME, NAME_WORDS);
+  }
+
+  /** The error stored with `setError` (0 if none). Meaningful once signalled. */
+  get error(): number {
+    return Atomics.load(W.i32, this.#b + F_ERROR);
+  }
+
+  /** @internal which implementation this fence belongs to. */
+  get kind(): FenceKind {
+    return W.i32[this.#b + F_FKIND] as FenceKind;
+  }
+
+  /** True if the fence compares seqnos as 64-bit numbers. */
+  get is64(): boolean {
+    return (this.flags & DMA_FENCE_FLAG_SEQNO64) !== 0;
+  }
+
+  /* ---- references ---- */
+
+  /** dma_fence_get: one more reference of this thread. Returns this same object. */
+  get(): this {
+    this.#check();
+    hold(W, this.#slot);
+    return this;
+  }
+
+  /**
+   * dma_fence_put: drop one reference. When this thread drops its last one, this
+   * object becomes unusable; if callbacks of this thread are still queued on an
+   * unsignalled fence that nobody else holds, it is signalled with -EDEADLK first
+   * (the kernel's "released with pending signals").
+   */
+  put(): void {
+    this.#check();
+    const slot = this.#slot;
+    if (localHolds(slot) === 1 && this.#cbs && this.#cbs.length > 0 && !this.#isSignaledFlag()) {
+      if (slotRefs(W, slot) === 1) {
+        // Nobody else can ever signal it: the kernel's "released with pending signals".
+        Atomics.store(W.i32, this.#b + F_ERROR, -ERRNO.EDEADLK);
+        this.#signal(ktimeNowNs());
+      } else {
+        // Others hold it: keep this thread's reference until the callbacks have run.
+        this.#putAfterCallbacks = true;
+        return;
+      }
+    }
+    this.#dropRef();
+  }
+
+  #dropRef(): void {
+    const slot = this.#slot;
+    if (localHolds(slot) === 1) {
+      const ops = driverOps.get(slot);
+      wrappers[slot] = undefined;
+      driverOps.delete(slot);
+      this.#slot = -1;
+      ops?.release?.(this);
+    }
+    unhold(W, slot);
+  }
+
+  [Symbol.dispose](): void {
+    this.put();
+  }
+
+  #check(): void {
+    if (this.#slot < 0) throw fail('EINVAL', 'dma_fence', 'fence used after its last put()');
+  }
+
+  /* ---- ordering ---- */
+
+  /**
+   * dma_fence_is_later: is this fence later than `other` on their shared context?
+   * 32-bit wrap-around comparison unless this fence is 64-bit.
+   * @throws EINVAL if the contexts differ (a WARN in the kernel).
+   */
+  isLater(other: DmaFence): boolean {
+    this.#sameContext(other, 'dma_fence_is_later');
+    return seqnoIsLater(W, this.#b, other.#b, this.is64);
+  }
+
+  /** dma_fence_is_later_or_same. */
+  isLaterOrSame(other: DmaFence): boolean {
+    return this === other || this.isLater(other);
+  }
+
+  /**
+   * dma_fence_later: the later of two fences of one context, or null when that
+   * later fence is already signalled. No new reference is taken.
+   */
+  static later(f1: DmaFence, f2: DmaFence): DmaFence | null {
+    f1.#sameContext(f2, 'dma_fence_later');
+    const l = seqnoIsLater(W, f1.#b, f2.#b, f1.is64) ? f1 : f2;
+    return l.isSignaled() ? null : l;
+  }
+
+  #sameContext(other: DmaFence, syscall: string): void {
+    if (!(other instanceof DmaFence)) throw new TypeError(`${syscall}: not a DmaFence`);
+    const i32 = W.i32;
+    if (i32[this.#b + F_CTX_LO] !== i32[other.#b + F_CTX_LO] || i32[this.#b + F_CTX_HI] !== i32[other.#b + F_CTX_HI]) {
+      throw fail('EINVAL', syscall, `fences of different contexts (${this.context} vs ${other.context}) cannot be ordered`);
+    }
+  }
+
+  /* ---- signalling ---- */
+
+  #isSignaledFlag(): boolean {
+    return Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALED;
+  }
+
+  /**
+   * dma_fence_signal: signal now, running this thread's callbacks (FIFO, once).
+   * @returns 0, or -EINVAL if it was already signalled.
+   */
+  signal(): number {
+    this.#check();
+    return this.#signal(ktimeNowNs()) ? 0 : -ERRNO.EINVAL;
+  }
+
+  /** dma_fence_signal_timestamp: signal with an explicit CLOCK_MONOTONIC timestamp (bigint ns). */
+  signalTimestamp(timestampNs: bigint): number {
+    this.#check();
+    if (typeof timestampNs !== 'bigint') throw new TypeError('signalTimestamp: timestamp must be bigint ns');
+    return this.#signal(Number(timestampNs)) ? 0 : -ERRNO.EINVAL;
+  }
+
+  /** dma_fence_check_and_signal (newest kernels): signal; true if it was *already* signalled. */
+  checkAndSignal(): boolean {
+    this.#check();
+    return !this.#signal(ktimeNowNs());
+  }
+
+  #signal(tsNs: number): boolean {
+    if (!claimSignal(W, this.#slot)) return false;
+    const ko = kindOps[this.kind];
+    if (ko?.signalError && Atomics.load(W.i32, this.#b + F_ERROR) === 0) {
+      Atomics.store(W.i32, this.#b + F_ERROR, ko.signalError(W, this.#slot));
+    }
+    finishSignal(W, this.#slot, tsNs);
+    this.runCallbacks();
+    return true;
+  }
+
+  /** @internal run this thread's queued callbacks (the fence is signalled). */
+  runCallbacks(): void {
+    const cbs = this.#cbs;
+    if (!cbs || cbs.length === 0) return;
+    this.#cbs = null;
+    for (const cb of cbs) {
+      try {
+        cb(this);
+      } catch (e) {
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
+    this.#settleDeferredPut();
+  }
+
+  #settleDeferredPut(): void {
+    if (!this.#putAfterCallbacks || (this.#cbs && this.#cbs.length > 0)) return;
+    this.#putAfterCallbacks = false;
+    this.#dropRef();
+  }
+
+  /**
+   * dma_fence_set_error: record an error to signal with.
+   * @throws EINVAL if already signalled or `err` is not in [-4095, -1]; nothing is stored then.
+   */
+  setError(err: number): void {
+    this.#check();
+    if (!Number.isInteger(err)) throw new TypeError('setError: error must be an integer');
+    if (err >= 0 || err < -4095) throw fail('EINVAL', 'dma_fence_set_error', `error ${err} is not a negative errno`);
+    if (Atomics.load(W.i32, this.#b + F_STATE) !== STATE_PENDING) {
+      throw fail('EINVAL', 'dma_fence_set_error', 'fence is already signalled');
+    }
+    Atomics.store(W.i32, this.#b + F_ERROR, err);
+  }
+
+  /** dma_fence_is_signaled: peeks the implementation, signalling if it says done. Does not enable signalling. */
+  isSignaled(): boolean {
+    if (this.#isSignaledFlag()) return true;
+    if (this.#peek()) {
+      this.#signal(ktimeNowNs());
+      return this.#isSignaledFlag() || Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALING;
+    }
+    return false;
+  }
+
+  #peek(): boolean {
+    const kind = this.kind;
+    if (kind === FenceKind.Driver) {
+      const ops = driverOps.get(this.#slot);
+      return ops?.signaled?.(this) === true;
+    }
+    const ko = kindOps[kind];
+    return ko?.signaled ? ko.signaled(W, this.#slot) : false;
+  }
+
+  /** dma_fence_get_status: 0 pending, 1 signalled, negative error if signalled with one. */
+  getStatus(): number {
+    if (!this.isSignaled()) return 0;
+    const e = Atomics.load(W.i32, this.#b + F_ERROR);
+    return e < 0 ? e : 1;
+  }
+
+  /**
+   * dma_fence_timestamp: the signal time, bigint CLOCK_MONOTONIC ns.
+   * @throws EINVAL if the fence is not signalled (a WARN in the kernel).
+   */
+  timestamp(): bigint {
+    for (;;) {
+      const s = Atomics.load(W.i32, this.#b + F_STATE);
+      if (s === STATE_SIGNALED) return BigInt(Math.round(W.f64[(this.#b + F_TIMESTAMP) >> 1]!));
+      if (s === STATE_PENDING) throw fail('EINVAL', 'dma_fence_timestamp', 'fence is not signalled');
+    }
+  }
+
+  /* ---- callbacks and enabling ---- */
+
+  /** dma_fence_enable_sw_signaling: ask the implementation to signal; idempotent. */
+  enableSwSignaling(): void {
+    this.#check();
+    this.#enable();
+  }
+
+  /** Returns false if the fence is (now) signalled. */
+  #enable(): boolean {
+    if (this.#isSignaledFlag()) return false;
+    const first = !(Atomics.or(W.i32, this.#b + F_FLAGS, DMA_FENCE_FLAG_ENABLE_SIGNAL) & DMA_FENCE_FLAG_ENABLE_SIGNAL);
+    const kind = this.kind;
+    let keep = true;
+    if (kind === FenceKind.Driver) {
+      const ops = driverOps.get(this.#slot);
+      if (first && ops?.enableSignaling) keep = ops.enableSignaling(this);
+    } else if (!this.#enabledHere) {
+      this.#enabledHere = true;
+      const ko = kindOps[kind];
+      if (ko?.enable) keep = ko.enable(this);
+    }
+    if (!keep) this.#signal(ktimeNowNs());
+    return !this.#isSignaledFlag();
+  }
+
+  /**
+   * dma_fence_add_callback: queue `func` to run once when the fence signals.
+   * @returns 0 if queued, -ENOENT if already signalled (func is not called).
+   * @throws TypeError if `func` is not a function.
+   */
+  addCallback(func: DmaFenceFunc): number {
+    if (typeof func !== 'function') throw new TypeError('addCallback: func must be a function');
+    this.#check();
+    if (this.#isSignaledFlag()) return -ERRNO.ENOENT;
+    if (!this.#enable()) return -ERRNO.ENOENT;
+    (this.#cbs ??= []).push(func);
+    this.#armRemote();
+    return 0;
+  }
+
+  /** dma_fence_remove_callback: true if `func` was still queued (its first queued entry is removed). */
+  removeCallback(func: DmaFenceFunc): boolean {
+    const cbs = this.#cbs;
+    if (!cbs) return false;
+    const i = cbs.indexOf(func);
+    if (i < 0) return false;
+    cbs.splice(i, 1);
+    this.#settleDeferredPut();
+    return true;
+  }
+
+  /** Deliver this thread's callbacks when another thread signals. */
+  #armRemote(): void {
+    if (this.#armed) return;
+    const i32 = W.i32;
+    const b = this.#b;
+    const state = Atomics.load(i32, b + F_STATE);
+    if (state === STATE_SIGNALED) {
+      queueMicrotask(() => this.runCallbacks());
+      return;
+    }
+    this.#armed = true;
+    const gen = slotGen(W, this.#slot);
+    const slot = this.#slot;
+    Atomics.add(i32, b + F_SLEEPERS, 1);
+    const r = Atomics.waitAsync(i32, b + F_STATE, state);
+    const settle = (): void => {
+      Atomics.sub(i32, b + F_SLEEPERS, 1);
+      this.#armed = false;
+      if (this.#slot !== slot || slotGen(W, slot) !== gen) return;
+      if (Atomics.load(i32, b + F_STATE) === STATE_SIGNALED) this.runCallbacks();
+      else if (this.#cbs && this.#cbs.length > 0) this.#armRemote();
+    };
+    if (r.async) r.value.then(settle, settle);
+    else queueMicrotask(settle);
+  }
+
+  /* ---- waiting ---- */
+
+  /**
+   * dma_fence_wait_timeout, blocking the calling thread.
+   * @returns remaining ms (> 0; `timeout` or 1 if already signalled), 0 on
+   * timeout, -ERESTARTSYS if `intr` and `signal` is already aborted.
+   * @throws EINVAL for a negative timeout.
+   */
+  waitTimeout(timeoutMs: number, opts: WaitOptions = {}): number {
+    this.#check();
+    checkTimeout(timeoutMs, 'dma_fence_wait_timeout');
+    if (!this.#enable()) return timeoutMs === 0 ? 1 : timeoutMs;
+    if ((opts.intr ?? true) && opts.signal?.aborted) return -ERRNO.ERESTARTSYS;
+    if (timeoutMs === 0) return 0;
+    if (!kindOps[this.kind]?.leaf && this.kind !== FenceKind.Driver) {
+      return remainingMs(multiWait(W, () => this.isSignaled(), timeoutMs));
+    }
+    return remainingMs(waitLeaf(W, this.#b, timeoutMs, () => this.#peek() && this.isSignaled()));
+  }
+
+  /** dma_fence_wait: wait forever; 0 when signalled or -ERESTARTSYS. */
+  wait(opts: WaitOptions = {}): number {
+    const r = this.waitTimeout(Infinity, opts);
+    return r > 0 ? 0 : r;
+  }
+
+  /**
+   * Promise form of `waitTimeout`; the event loop stays alive while it is pending.
+   * An abort of `opts.signal` settles it with -ERESTARTSYS (if `intr`, the default).
+   */
+  async waitTimeoutAsync(timeoutMs: number, opts: WaitOptions = {}): Promise<number> {
+    this.#check();
+    checkTimeout(timeoutMs, 'dma_fence_wait_timeout');
+    if (!this.#enable()) return timeoutMs === 0 ? 1 : timeoutMs;
+    const abort = (opts.intr ?? true) ? opts.signal : undefined;
+    if (abort?.aborted) return -ERRNO.ERESTARTSYS;
+    if (timeoutMs === 0) return 0;
+    this.get(); // keep the view alive across the await
+    try {
+      if (!kindOps[this.kind]?.leaf && this.kind !== FenceKind.Driver) {
+        const r = await multiWaitAsync(W, () => this.isSignaled(), timeoutMs, abort);
+        return r === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(r);
+      }
+      const r = await waitLeafAsync(W, this.#b, timeoutMs, abort);
+      return r === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(r);
+    } finally {
+      this.put();
+    }
+  }
+
+  /** Promise form of `wait`: resolves 0 when signalled, or -ERESTARTSYS. */
+  async waitAsync(opts: WaitOptions = {}): Promise<number> {
+    const r = await this.waitTimeoutAsync(Infinity, opts);
+    return r > 0 ? 0 : r;
+  }
+
+  /**
+   * dma_fence_wait_any_timeout, blocking. `idx` is the lowest signalled index.
+   * @throws EINVAL for an empty list or a negative timeout.
+   */
+  static waitAnyTimeout(fences: readonly DmaFence[], timeoutMs: number, opts: WaitOptions = {}): WaitAnyResult {
+    checkWaitAny(fences, timeoutMs);
+    const first = (): number => fences.findIndex((f) => f.isSignaled());
+    if (timeoutMs === 0) {
+      const i = first();
+      return { ret: i >= 0 ? 1 : 0, idx: i };
+    }
+    for (let i = 0; i < fences.length; i++) if (!fences[i]!.#enable()) return { ret: timeoutMs, idx: i };
+    if ((opts.intr ?? true) && opts.signal?.aborted) return { ret: -ERRNO.ERESTARTSYS, idx: -1 };
+    const r = remainingMs(multiWait(W, () => first() >= 0, timeoutMs));
+    return { ret: r, idx: r > 0 ? first() : -1 };
+  }
+
+  /** Promise form of `waitAnyTimeout`. */
+  static async waitAnyTimeoutAsync(
+    fences: readonly DmaFence[], timeoutMs: number, opts: WaitOptions = {},
+  ): Promise<WaitAnyResult> {
+    checkWaitAny(fences, timeoutMs);
+    const first = (): number => fences.findIndex((f) => f.isSignaled());
+    if (timeoutMs === 0) {
+      const i = first();
+      return { ret: i >= 0 ? 1 : 0, idx: i };
+    }
+    for (let i = 0; i < fences.length; i++) if (!fences[i]!.#enable()) return { ret: timeoutMs, idx: i };
+    const abort = (opts.intr ?? true) ? opts.signal : undefined;
+    if (abort?.aborted) return { ret: -ERRNO.ERESTARTSYS, idx: -1 };
+    const r = await multiWaitAsync(W, () => first() >= 0, timeoutMs, abort);
+    if (r === 'aborted') return { ret: -ERRNO.ERESTARTSYS, idx: -1 };
+    const ret = remainingMs(r);
+    return { ret, idx: ret > 0 ? first() : -1 };
+  }
+
+  /* ---- deadlines ---- */
+
+  /**
+   * dma_fence_set_deadline: hint that the fence is needed by `deadlineNs`
+   * (CLOCK_MONOTONIC). Ignored once signalled. The earliest deadline is kept in
+   * the shared slot (`deadline`); the implementation's hook also sees it.
+   */
+  setDeadline(deadlineNs: bigint): void {
+    if (typeof deadlineNs !== 'bigint') throw new TypeError('setDeadline: deadline must be bigint ns');
+    this.#check();
+    if (this.#isSignaledFlag()) return;
+    const kind = this.kind;
+    if (kind === FenceKind.Driver) {
+      recordDeadline(W, this.#b, deadlineNs);
+      driverOps.get(this.#slot)?.setDeadline?.(this, deadlineNs);
+      return;
+    }
+    kindOps[kind]?.setDeadline?.(this, deadlineNs);
+  }
+
+  /** Earliest deadline recorded for this fence, or undefined. */
+  get deadline(): bigint | undefined {
+    const d = W.f64[(this.#b + F_DEADLINE) >> 1]!;
+    return d === Infinity ? undefined : BigInt(d);
+  }
+
+  /* ---- debug ---- */
+
+  /** dma_fence_describe: `<driver> <timeline> seq <seqno> signalled|unsignalled`. */
+  describe(): string {
+    return `${this.driverName} ${this.timelineName} seq ${this.seqno} ${this.isSignaled() ? '' : 'un'}signalled`;
+  }
+}
+
+/* ---- helpers shared with fence kinds (same file: they are the fence core) ---- */
+
+function opsNames(ops: DmaFenceOps): [string, string] {
+  // Names are asked for once at init, with a stand-in fence: the ops receive the
+  // fence object in the kernel, but names of a timeline do not depend on it.
+  const d = String(ops.getDriverName(undefined as unknown as DmaFence));
+  const t = String(ops.getTimelineName(undefined as unknown as DmaFence));
+  return [d, t];
+}
+
+function seqnoIsLater(w: World, b1: number, b2: number, is64: boolean): boolean {
+  const i32 = w.i32;
+  if (is64) {
+    const h1 = i32[b1 + F_SEQ_HI]! >>> 0;
+    const h2 = i32[b2 + F_SEQ_HI]! >>> 0;
+    if (h1 !== h2) return h1 > h2;
+    return i32[b1 + F_SEQ_LO]! >>> 0 > i32[b2 + F_SEQ_LO]! >>> 0;
+  }
+  return ((i32[b1 + F_SEQ_LO]! - i32[b2 + F_SEQ_LO]!) | 0) > 0;
+}
+
+/** __dma_fence_is_later on raw 32-bit seqnos (sw_sync's `signaled` test). */
+export function seqno32IsLater(a: number, b: number): boolean {
+  return ((a - b) | 0) > 0;
+}
+
+/** Claim the right to signal `slot` (pending → signalling). False if someone else did. */
+export function claimSignal(w: World, slot: number): boolean {
+  return Atomics.compareExchange(w.i32, w.base(slot) + F_STATE, STATE_PENDING, STATE_SIGNALING) === STATE_PENDING;
+}
+
+/** Publish the signal of a claimed slot: timestamp, state, wake sleepers and multi-waiters. */
+export function finishSignal(w: World, slot: number, tsNs: number): void {
+  const b = w.base(slot);
+  w.f64[(b + F_TIMESTAMP) >> 1] = tsNs;
+  Atomics.store(w.i32, b + F_STATE, STATE_SIGNALED);
+  if (Atomics.load(w.i32, b + F_SLEEPERS) > 0) Atomics.notify(w.i32, b + F_STATE);
+  bumpEpoch(w);
+}
+
+/** Signal `slot` now unless already signalled; true if this call did it. Callbacks are the caller's job. */
+export function publishSignal(w: World, slot: number, tsNs: number): boolean {
+  if (!claimSignal(w, slot)) return false;
+  finishSignal(w, slot, tsNs);
+  return true;
+}
+
+/** Signal a slot from any thread and run this thread's callbacks for it. */
+export function signalSlot(w: World, slot: number, error = 0): boolean {
+  if (!claimSignal(w, slot)) return false;
+  if (error) Atomics.store(w.i32, w.base(slot) + F_ERROR, error);
+  finishSignal(w, slot, ktimeNowNs());
+  wrappers[slot]?.runCallbacks();
+  return true;
+}
+
+/** True if the slot's state word says signalled. */
+export function slotSignaled(w: World, slot: number): boolean {
+  return Atomics.load(w.i32, w.base(slot) + F_STATE) === STATE_SIGNALED;
+}
+
+/** Record `deadlineNs` if it is earlier than the one stored; returns true if it was the first. */
+export function recordDeadline(w: World, b: number, deadlineNs: bigint): boolean {
+  const at = (b + F_DEADLINE) >> 1;
+  const d = Number(deadlineNs);
+  const first = w.f64[at] === Infinity;
+  if (d < w.f64[at]!) w.f64[at] = d; // racy min: both values are valid hints
+  return first;
+}
+
+function remainingMs(r: number): number {
+  if (r <= 0) return 0;
+  if (r === Infinity) return Infinity;
+  return Math.max(1, Math.ceil(r));
+}
+
+function waitLeaf(w: World, b: number, timeoutMs: number, peek: () => boolean): number {
+  const i32 = w.i32;
+  const deadline = nowMs() + timeoutMs;
+  Atomics.add(i32, b + F_SLEEPERS, 1);
+  try {
+    for (;;) {
+      const s = Atomics.load(i32, b + F_STATE);
+      if (s === STATE_SIGNALED || peek()) return Math.max(deadline - nowMs(), Number.MIN_VALUE);
+      const left = deadline - nowMs();
+      if (left <= 0) return 0;
+      Atomics.wait(i32, b + F_STATE, s, left);
+    }
+  } finally {
+    Atomics.sub(i32, b + F_SLEEPERS, 1);
+  }
+}
+
+async function waitLeafAsync(w: World, b: number, timeoutMs: number, abort?: AbortSignal): Promise<number | 'aborted'> {
+  const i32 = w.i32;
+  const deadline = nowMs() + timeoutMs;
+  const release = keepAlive();
+  Atomics.add(i32, b + F_SLEEPERS, 1);
+  let onAbort: (() => void) | undefined;
+  const aborted = abort
+    ? new Promise<'aborted'>((resolve) => {
+      onAbort = () => resolve('aborted');
+      abort.addEventListener('abort', onAbort, { once: true });
+    })
+    : undefined;
+  try {
+    for (;;) {
+      if (abort?.aborted) return 'aborted';
+      const s = Atomics.load(i32, b + F_STATE);
+      if (s === STATE_SIGNALED) return Math.max(deadline - nowMs(), Number.MIN_VALUE);
+      const left = deadline - nowMs();
+      if (left <= 0) return 0;
+      const p = sleepOnWordAsync(i32, b + F_STATE, s, left);
+      const r = aborted ? await Promise.race([p, aborted]) : await p;
+      if (r === 'aborted') return 'aborted';
+    }
+  } finally {
+    Atomics.sub(i32, b + F_SLEEPERS, 1);
+    if (onAbort) abort?.removeEventListener('abort', onAbort);
+    release();
+  }
+}
+
+function checkWaitAny(fences: readonly DmaFence[], timeoutMs: number): void {
+  if (!Array.isArray(fences)) throw new TypeError('waitAnyTimeout: fences must be an array');
+  if (fences.length === 0) throw fail('EINVAL', 'dma_fence_wait_any_timeout', 'no fences to wait for');
+  for (const f of fences) if (!(f instanceof DmaFence)) throw new TypeError('waitAnyTimeout: not a DmaFence');
+  checkTimeout(timeoutMs, 'dma_fence_wait_any_timeout');
+}
+
+/* Release of any fence slot: the kind's hook drops what the fence points to. */
+onRelease(Kind.Fence, (w, slot) => {
+  const b = w.base(slot);
+  const kind = w.i32[b + F_FKIND]!;
+  kindOps[kind]?.release?.(w, slot);
+  // Wake anyone still parked on the state word (stale callback deliveries check the generation).
+  if (Atomics.load(w.i32, b + F_SLEEPERS) > 0) Atomics.notify(w.i32, b + F_STATE);
+});
+
+/** @internal take an internal reference on a fence for a container or file. */
+export function fenceRef(f: DmaFence): number {
+  const slot = f.slot;
+  ref(W, slot);
+  return slot;
+}
+
+/** @internal drop an internal reference taken with `fenceRef` / `allocFenceSlot`. */
+export function fenceUnref(slot: number): void {
+  unref(W ?? world(), slot);
+}

@@ -1,0 +1,20 @@
+/**
+ * dmabuf — Linux DMA-BUF for JavaScript: the driver API.
+ *
+ * Re-exports only. The user-space API (fds, ioctl, poll, mmap) is `dmabuf/uapi`.
+ */
+import { isMainThread } from 'node:worker_threads';
+import './shared/reaper.js';
+import { world } from './shared/world.js';
+
+export { DmaBufError, ERRNO, errnoName, isDmaBufError, type ErrnoName } from './errors.js';
+export {
+  DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, DMA_FENCE_FLAG_USER_BITS, DmaFence, type DmaFenceFunc,
+  type DmaFenceOps, type WaitAnyResult, type WaitOptions,
+} from './dma-fence.js';
+export { SW_SYNC_HAS_DEADLINE_BIT, SwSyncTimeline, syncInfoText } from './sw-sync.js';
+export { liveObjects } from './shared/slab.js';
+export { lockRecoveries } from './shared/mutex.js';
+
+// The main thread joins at import, so Workers it creates afterwards inherit the table.
+if (isMainThread) world();

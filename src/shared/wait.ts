@@ -1,0 +1,151 @@
+/**
+ * DOC: waiting and waking across threads
+ *
+ * Two ways to sleep until something changes in the shared table:
+ *
+ * - On one word (a leaf fence's state): the sleeper counts itself in a "sleepers"
+ *   word next to it before checking, and the waker notifies only if that count is
+ *   non-zero, so signalling with nobody waiting never calls `Atomics.notify`.
+ *   (Sequentially consistent atomics make the check-then-sleep race-free: either
+ *   the sleeper sees the new value, or the waker sees the sleeper.)
+ * - On many things at once (wait-any, poll of several fds, containers): the sleeper
+ *   counts itself in H_MULTI and sleeps on the global epoch word H_EPOCH; every
+ *   signal while H_MULTI > 0 bumps the epoch and wakes them, and each re-checks
+ *   its own conditions. Spurious wake-ups happen only while someone multi-waits.
+ *
+ * Blocking waits use `Atomics.wait` (allowed on Node's main thread too); async
+ * waits use `Atomics.waitAsync`. A pending `waitAsync` does not keep Node's event
+ * loop alive, so async waiters take a keep-alive (a ref'd timer) until they settle.
+ *
+ * Time: timeouts are milliseconds (`Infinity` = MAX_SCHEDULE_TIMEOUT). Timestamps
+ * and deadlines are CLOCK_MONOTONIC nanoseconds, the clock of
+ * `process.hrtime.bigint()`, identical in every thread.
+ */
+import { H_EPOCH, H_MULTI, type World } from './world.js';
+
+/* ---- clock ---- */
+
+const hrOffsetNs = Number(process.hrtime.bigint()) - performance.now() * 1e6;
+
+/** CLOCK_MONOTONIC now, in nanoseconds, as a double (exact to the ns for ~104 days of uptime). */
+export function ktimeNowNs(): number {
+  return performance.now() * 1e6 + hrOffsetNs;
+}
+
+/** Milliseconds on the same clock, for timeout arithmetic. */
+export function nowMs(): number {
+  return performance.now();
+}
+
+/* ---- keep-alive for async waits ---- */
+
+let pendingAsync = 0;
+let keepAliveTimer: ReturnType<typeof setInterval> | undefined;
+
+/** Keep the event loop alive until the returned function is called (once). */
+export function keepAlive(): () => void {
+  if (pendingAsync++ === 0) keepAliveTimer = setInterval(() => {}, 1 << 30);
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    if (--pendingAsync === 0 && keepAliveTimer) {
+      clearInterval(keepAliveTimer);
+      keepAliveTimer = undefined;
+    }
+  };
+}
+
+/* ---- sleeping on one word ---- */
+
+/**
+ * Block until `i32[at] !== expected` or `timeoutMs` passes. The caller has
+ * already counted itself in the sleepers word. Returns false on timeout.
+ */
+export function sleepOnWord(i32: Int32Array, at: number, expected: number, timeoutMs: number): boolean {
+  return Atomics.wait(i32, at, expected, timeoutMs) !== 'timed-out';
+}
+
+/**
+ * Promise that settles when `i32[at]` may have changed from `expected` (true) or
+ * after `timeoutMs` (false).
+ */
+export function sleepOnWordAsync(i32: Int32Array, at: number, expected: number, timeoutMs: number): Promise<boolean> {
+  const r = Atomics.waitAsync(i32, at, expected, timeoutMs === Infinity ? undefined : timeoutMs);
+  if (!r.async) return Promise.resolve(r.value !== 'timed-out');
+  return r.value.then((v) => v !== 'timed-out');
+}
+
+/** Wake everyone sleeping on `at` if the sleepers word says anyone is there. */
+export function wakeWord(i32: Int32Array, at: number, sleepersAt: number): void {
+  if (Atomics.load(i32, sleepersAt) > 0) Atomics.notify(i32, at);
+}
+
+/* ---- multi-waits on the epoch ---- */
+
+/** Called after every signal: wakes multi-waiters, costs one load when there are none. */
+export function bumpEpoch(w: World): void {
+  if (Atomics.load(w.i32, H_MULTI) > 0) {
+    Atomics.add(w.i32, H_EPOCH, 1);
+    Atomics.notify(w.i32, H_EPOCH);
+  }
+}
+
+/**
+ * Block until `ready()` returns true or `timeoutMs` passes. `ready` is re-run after
+ * every signal in the world. Returns the remaining milliseconds (> 0 may be
+ * fractional) or 0 on timeout; with timeout 0 it checks once.
+ */
+export function multiWait(w: World, ready: () => boolean, timeoutMs: number): number {
+  if (ready()) return timeoutMs === 0 ? 1 : timeoutMs;
+  if (timeoutMs === 0) return 0;
+  const deadline = nowMs() + timeoutMs;
+  Atomics.add(w.i32, H_MULTI, 1);
+  try {
+    for (;;) {
+      const epoch = Atomics.load(w.i32, H_EPOCH);
+      if (ready()) return Math.max(deadline - nowMs(), Number.MIN_VALUE);
+      const left = deadline - nowMs();
+      if (left <= 0) return 0;
+      Atomics.wait(w.i32, H_EPOCH, epoch, left);
+    }
+  } finally {
+    Atomics.sub(w.i32, H_MULTI, 1);
+  }
+}
+
+/** Async `multiWait`; `aborted()` is polled on every wake and on abort. */
+export async function multiWaitAsync(
+  w: World, ready: () => boolean, timeoutMs: number, abort?: AbortSignal,
+): Promise<number | 'aborted'> {
+  if (ready()) return timeoutMs === 0 ? 1 : timeoutMs;
+  if (timeoutMs === 0) return 0;
+  const deadline = nowMs() + timeoutMs;
+  const release = keepAlive();
+  Atomics.add(w.i32, H_MULTI, 1);
+  let onAbort: (() => void) | undefined;
+  const aborted = abort
+    ? new Promise<'aborted'>((resolve) => {
+      onAbort = () => resolve('aborted');
+      abort.addEventListener('abort', onAbort, { once: true });
+    })
+    : undefined;
+  try {
+    for (;;) {
+      if (abort?.aborted) return 'aborted';
+      const epoch = Atomics.load(w.i32, H_EPOCH);
+      if (ready()) return Math.max(deadline - nowMs(), Number.MIN_VALUE);
+      const left = deadline - nowMs();
+      if (left <= 0) return 0;
+      const r = Atomics.waitAsync(w.i32, H_EPOCH, epoch, left === Infinity ? undefined : left);
+      if (r.async) {
+        const woke = aborted ? await Promise.race([r.value, aborted]) : await r.value;
+        if (woke === 'aborted') return 'aborted';
+      }
+    }
+  } finally {
+    Atomics.sub(w.i32, H_MULTI, 1);
+    if (onAbort) abort?.removeEventListener('abort', onAbort);
+    release();
+  }
+}

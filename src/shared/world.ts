@@ -1,0 +1,205 @@
+/**
+ * DOC: the shared world
+ *
+ * Every object that threads share (fences, timelines, files, list nodes, …) lives
+ * in one SharedArrayBuffer, the *object table*: a header, a thread registry and
+ * fixed-size slots. A slot index plus the table is all another thread needs to
+ * reach an object; JS wrappers are per-thread views of slots.
+ *
+ * Joining: the first thread to touch the library creates the table and publishes
+ * it with `worker_threads.setEnvironmentData`, so every Worker created afterwards
+ * (and their Workers) finds it at start-up. A thread that was started earlier, or
+ * from a thread that never loaded the library, adopts the table carried inside the
+ * first fd packet it receives (see uapi `receiveFds`), or can call `adoptWorld`.
+ *
+ * Capacity is fixed at creation (`DMABUF_SLOTS`, default 65536 slots of 256 bytes:
+ * 16 MiB): shared memory cannot move, and a full table answers ENOMEM as the
+ * kernel's allocators do.
+ *
+ * Threads: up to MAX_THREADS (64) threads may be joined at once; each gets a
+ * thread id (tid) that indexes the per-slot holder masks (see slab.ts). An exited
+ * worker's tid is reclaimed by the reaper and reused.
+ */
+import { getEnvironmentData, isMainThread, setEnvironmentData, threadId } from 'node:worker_threads';
+import { fail } from '../errors.js';
+
+export const MAGIC = 0x646d6162; // 'dmab'
+export const LAYOUT_VERSION = 1;
+export const MAX_THREADS = 64;
+export const SLOT_WORDS = 64;
+export const SLOT_BYTES = SLOT_WORDS * 4;
+
+/* Header words. 64-bit counters sit at even word offsets (8-byte aligned). */
+export const H_MAGIC = 0;
+export const H_VERSION = 1;
+export const H_CAPACITY = 2;
+export const H_ALLOC_LOCK = 3;
+export const H_FREE_HEAD = 4;
+export const H_BUMP = 5;
+/** Global signal epoch: bumped on every signal while a multi-fence waiter exists. */
+export const H_EPOCH = 6;
+/** Number of threads currently in a multi-fence wait (see wait.ts). */
+export const H_MULTI = 7;
+/** 64-bit fence context counter (dma_fence_context_alloc), words 8-9. */
+export const H_CONTEXT = 8;
+/** 64-bit inode counter for anonymous files, words 10-11. */
+export const H_INODE = 10;
+export const H_STUB = 12;
+export const H_LIVE = 13;
+/** Number of locks recovered from dead threads (reported by `lockRecoveries()`). */
+export const H_RECOVERED = 14;
+/** Lock and list head of the global sw_sync timeline list (sync_debug). */
+export const H_TIMELINE_LOCK = 15;
+export const H_TIMELINE_HEAD = 16;
+export const H_TIMELINE_TAIL = 17;
+/** Live-slot count per kind, words 32..63. */
+export const H_LIVE_BY_KIND = 32;
+export const HEADER_WORDS = 256;
+
+/* Thread registry: MAX_THREADS entries of THREAD_WORDS words after the header. */
+export const THREAD_BASE = HEADER_WORDS;
+export const THREAD_WORDS = 8;
+export const T_STATE = 0;
+export const T_NODE_TID = 1;
+export const T_INCARNATION = 2;
+export const THREAD_FREE = 0;
+export const THREAD_ALIVE = 1;
+export const THREAD_REAPING = 2;
+
+export const SLOT_BASE = THREAD_BASE + MAX_THREADS * THREAD_WORDS; // 768, a multiple of 64
+
+const ENV_KEY = 'dmabuf:world';
+
+/** Typed views over the one shared table. */
+export class World {
+  readonly sab: SharedArrayBuffer;
+  readonly i32: Int32Array;
+  readonly u32: Uint32Array;
+  readonly f64: Float64Array;
+  readonly i64: BigInt64Array;
+  readonly u8: Uint8Array;
+  readonly capacity: number;
+
+  constructor(sab: SharedArrayBuffer) {
+    this.sab = sab;
+    this.i32 = new Int32Array(sab);
+    this.u32 = new Uint32Array(sab);
+    this.f64 = new Float64Array(sab);
+    this.i64 = new BigInt64Array(sab);
+    this.u8 = new Uint8Array(sab);
+    if (this.i32[H_MAGIC] !== MAGIC || this.i32[H_VERSION] !== LAYOUT_VERSION) {
+      throw fail('EINVAL', 'join', 'shared table has the wrong magic or layout version');
+    }
+    this.capacity = this.i32[H_CAPACITY]!;
+  }
+
+  /** Word index of slot `slot`'s first word. */
+  base(slot: number): number {
+    return SLOT_BASE + slot * SLOT_WORDS;
+  }
+}
+
+function createTable(): SharedArrayBuffer {
+  const env = Number(process.env['DMABUF_SLOTS'] ?? 65536);
+  const capacity = Number.isInteger(env) && env >= 64 && env <= 1 << 22 ? env : 65536;
+  const sab = new SharedArrayBuffer((SLOT_BASE + capacity * SLOT_WORDS) * 4);
+  const i32 = new Int32Array(sab);
+  i32[H_MAGIC] = MAGIC;
+  i32[H_VERSION] = LAYOUT_VERSION;
+  i32[H_CAPACITY] = capacity;
+  i32[H_FREE_HEAD] = -1;
+  i32[H_BUMP] = 0;
+  i32[H_STUB] = -1;
+  i32[H_TIMELINE_HEAD] = -1;
+  i32[H_TIMELINE_TAIL] = -1;
+  new BigInt64Array(sab)[H_CONTEXT / 2] = 1n; // context 0 belongs to the stub fence
+  new BigInt64Array(sab)[H_INODE / 2] = 1n;
+  return sab;
+}
+
+let current: World | undefined;
+let myTid = -1;
+const joinHooks: Array<(w: World, tid: number) => void> = [];
+
+/**
+ * Run `hook` once this thread has joined a world (at once if it already has).
+ * Lower layers use it to set up per-thread state without knowing who joins.
+ */
+export function onJoin(hook: (w: World, tid: number) => void): void {
+  joinHooks.push(hook);
+  if (current) hook(current, myTid);
+}
+
+function join(sab: SharedArrayBuffer): World {
+  const w = new World(sab);
+  const tid = registerThread(w);
+  current = w;
+  myTid = tid;
+  // Workers created from this thread from now on inherit the table.
+  setEnvironmentData(ENV_KEY, sab);
+  for (const hook of joinHooks) hook(w, tid);
+  return w;
+}
+
+function registerThread(w: World): number {
+  for (let t = 0; t < MAX_THREADS; t++) {
+    const at = THREAD_BASE + t * THREAD_WORDS;
+    if (Atomics.compareExchange(w.i32, at + T_STATE, THREAD_FREE, THREAD_ALIVE) === THREAD_FREE) {
+      Atomics.store(w.i32, at + T_NODE_TID, threadId);
+      Atomics.add(w.i32, at + T_INCARNATION, 1);
+      return t;
+    }
+  }
+  throw fail('EMFILE', 'join', `more than ${MAX_THREADS} threads joined the shared table at once`);
+}
+
+/** This thread's world, joining (or creating) it on first use. */
+export function world(): World {
+  if (current) return current;
+  const inherited = getEnvironmentData(ENV_KEY);
+  if (inherited instanceof SharedArrayBuffer) return join(inherited);
+  if (!isMainThread && process.env['DMABUF_STRICT_JOIN'] === '1') {
+    throw fail('ENODEV', 'join', 'no shared table was inherited by this worker');
+  }
+  return join(createTable());
+}
+
+/** This thread's id in the shared table (joins first if needed). */
+export function tid(): number {
+  if (!current) world();
+  return myTid;
+}
+
+/** True if this thread has already joined some world. */
+export function hasJoined(): boolean {
+  return current !== undefined;
+}
+
+/**
+ * Adopt the table `sab` (from an fd packet). A thread that already uses a
+ * different table cannot switch: objects from two tables never mix (EXDEV-like,
+ * reported as EINVAL).
+ */
+export function adoptWorld(sab: SharedArrayBuffer): World {
+  if (current) {
+    if (current.sab === sab) return current;
+    throw fail('EINVAL', 'join', 'this thread already uses another shared table');
+  }
+  return join(sab);
+}
+
+/** True while thread `t` is registered and not being reaped. */
+export function threadAlive(w: World, t: number): boolean {
+  return Atomics.load(w.i32, THREAD_BASE + t * THREAD_WORDS + T_STATE) === THREAD_ALIVE;
+}
+
+/** Find the tid that Node thread `nodeTid` registered as, or -1. */
+export function tidOfNodeThread(w: World, nodeTid: number): number {
+  for (let t = 0; t < MAX_THREADS; t++) {
+    const at = THREAD_BASE + t * THREAD_WORDS;
+    if (Atomics.load(w.i32, at + T_STATE) === THREAD_ALIVE && Atomics.load(w.i32, at + T_NODE_TID) === nodeTid) {
+      return t;
+    }
+  }
+  return -1;
+}
