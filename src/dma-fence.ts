@@ -36,9 +36,10 @@
  */
 import { ERRNO, fail } from './errors.js';
 import {
-  adoptAsHold, allocSlot, hold, Kind, localHolds, onRelease, readName, ref, S_BODY, slotGen, slotRefs, unhold,
+  adoptAsHold, allocSlot, hold, Kind, localHolds, onRelease, readName, ref, S_BODY, slotGen, slotKind, slotRefs, unhold,
   unref, writeName,
 } from './shared/slab.js';
+import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import {
   bumpEpoch, keepAlive, ktimeNowNs, multiWait, multiWaitAsync, nowMs, sleepOnWordAsync,
 } from './shared/wait.js';
@@ -145,6 +146,16 @@ export function fenceFromSlot(slot: number): DmaFence {
   hold(w, slot);
   f = new DmaFence(PRIVATE, slot);
   wrappers[slot] = f;
+  return f;
+}
+
+/** This thread's view of a slot it already holds (no new reference). */
+function viewOfHeld(slot: number): DmaFence {
+  let f = wrappers[slot];
+  if (!f) {
+    f = new DmaFence(PRIVATE, slot);
+    wrappers[slot] = f;
+  }
   return f;
 }
 
@@ -369,6 +380,7 @@ export class DmaFence implements Disposable {
   put(): void {
     this.#check();
     const slot = this.#slot;
+    if (this.#cbs !== null && this.#isSignaledFlag()) this.runCallbacks();
     if (localHolds(slot) === 1 && this.#cbs && this.#cbs.length > 0 && !this.#isSignaledFlag()) {
       if (slotRefs(W, slot) === 1) {
         // Nobody else can ever signal it: the kernel's "released with pending signals".
@@ -397,6 +409,30 @@ export class DmaFence implements Disposable {
 
   [Symbol.dispose](): void {
     this.put();
+  }
+
+  /**
+   * A structured-cloneable token that carries one reference to this fence to
+   * another thread (post it with `postMessage`); the sender keeps its own.
+   * @throws ENOMEM when the shared table is full.
+   */
+  share(): Packet {
+    this.#check();
+    return packSlots([this.#slot], 'dma_fence_share');
+  }
+
+  /**
+   * Receive a token made by `share()`: this thread's view, holding the reference
+   * the token carried. @throws EINVAL if it is not a fence token or was already received.
+   */
+  static receive(token: unknown): DmaFence {
+    const slots = unpackSlots(token, 'dma_fence_receive');
+    const w = W ?? world();
+    if (slots.length !== 1 || slotKind(w, slots[0]!) !== Kind.Fence) {
+      for (const s of slots) unhold(w, s);
+      throw fail('EINVAL', 'dma_fence_receive', 'token does not carry one fence');
+    }
+    return viewOfHeld(slots[0]!);
   }
 
   #check(): void {
@@ -516,7 +552,10 @@ export class DmaFence implements Disposable {
 
   /** dma_fence_is_signaled: peeks the implementation, signalling if it says done. Does not enable signalling. */
   isSignaled(): boolean {
-    if (this.#isSignaledFlag()) return true;
+    if (this.#isSignaledFlag()) {
+      if (this.#cbs !== null) this.runCallbacks(); // signalled in another thread: deliver now
+      return true;
+    }
     if (this.#peek()) {
       this.#signal(ktimeNowNs());
       return this.#isSignaledFlag() || Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALING;
@@ -648,7 +687,9 @@ export class DmaFence implements Disposable {
     if (!kindOps[this.kind]?.leaf && this.kind !== FenceKind.Driver) {
       return remainingMs(multiWait(W, () => this.isSignaled(), timeoutMs));
     }
-    return remainingMs(waitLeaf(W, this.#b, timeoutMs, () => this.#peek() && this.isSignaled()));
+    const r = remainingMs(waitLeaf(W, this.#b, timeoutMs, () => this.#peek() && this.isSignaled()));
+    if (r > 0 && this.#cbs !== null) this.runCallbacks();
+    return r;
   }
 
   /** dma_fence_wait: wait forever; 0 when signalled or -ERESTARTSYS. */
@@ -675,6 +716,7 @@ export class DmaFence implements Disposable {
         return r === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(r);
       }
       const r = await waitLeafAsync(W, this.#b, timeoutMs, abort);
+      if (r !== 'aborted' && r > 0 && this.#cbs !== null) this.runCallbacks();
       return r === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(r);
     } finally {
       this.put();

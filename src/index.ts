@@ -14,6 +14,7 @@ export {
 } from './dma-fence.js';
 export { SW_SYNC_HAS_DEADLINE_BIT, SwSyncTimeline, syncInfoText } from './sw-sync.js';
 export { liveObjects } from './shared/slab.js';
+export { MAX_PACKET_OBJECTS, type Packet } from './shared/packet.js';
 export { lockRecoveries } from './shared/mutex.js';
 
 // The main thread joins at import, so Workers it creates afterwards inherit the table.

@@ -31,7 +31,8 @@ import {
   FenceKind, fenceViewIfAny, finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled,
 } from './dma-fence.js';
 import { ERRNO, fail } from './errors.js';
-import { allocFile, fileGet, filePriv, filePut, FileType, registerFileType } from './file.js';
+import { allocFile, fileGet, filePriv, filePut, FileType, fileType, registerFileType } from './file.js';
+import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import {
   allocSlot, Kind, onRelease, readName, ref, S_BODY, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
@@ -293,6 +294,22 @@ export class SwSyncTimeline implements Disposable {
   static fromFile(fileSlot: number): SwSyncTimeline {
     fileGet(fileSlot);
     return new SwSyncTimeline(fileSlot);
+  }
+
+  /** A token carrying one reference to this timeline to another thread (see `DmaFence.share`). */
+  share(): Packet {
+    return packSlots([this.file], 'sw_sync_share');
+  }
+
+  /** Receive a token made by `share()`. @throws EINVAL if it does not carry one sw_sync timeline. */
+  static receive(token: unknown): SwSyncTimeline {
+    const slots = unpackSlots(token, 'sw_sync_receive');
+    const w = world();
+    if (slots.length !== 1 || fileType(w, slots[0]!) !== FileType.SwSync) {
+      for (const s of slots) filePut(s);
+      throw fail('EINVAL', 'sw_sync_receive', 'token does not carry one sw_sync timeline');
+    }
+    return new SwSyncTimeline(slots[0]!);
   }
 
   /** @internal the file slot. */
