@@ -41,7 +41,7 @@ import {
 } from './shared/slab.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import {
-  bumpEpoch, keepAlive, ktimeNowNs, multiWait, multiWaitAsync, nowMs, sleepOnWordAsync,
+  bumpEpoch, keepAlive, ktimeNowNs, multiWait, multiWaitAsync, nowMs, sleepOnWordAsync, spinWhile,
 } from './shared/wait.js';
 import { H_CONTEXT, H_STUB, onJoin, tid, world, type World } from './shared/world.js';
 
@@ -855,6 +855,26 @@ export function signalSlot(w: World, slot: number, error = 0): boolean {
   return true;
 }
 
+/**
+ * True if `slot` is signalled, or its implementation's shared `signaled` test says
+ * it is done. No side effects (safe under locks); driver-local ops are not asked.
+ */
+export function slotDone(w: World, slot: number): boolean {
+  if (Atomics.load(w.i32, w.base(slot) + F_STATE) === STATE_SIGNALED) return true;
+  const ko = kindOps[w.i32[w.base(slot) + F_FKIND]!];
+  return ko?.signaled ? ko.signaled(w, slot) : false;
+}
+
+/** The fence kind of slot `slot`. */
+export function slotFenceKind(w: World, slot: number): FenceKind {
+  return w.i32[w.base(slot) + F_FKIND] as FenceKind;
+}
+
+/** Timestamp of a signalled slot, ns as a double. */
+export function slotTimestampNs(w: World, slot: number): number {
+  return w.f64[(w.base(slot) + F_TIMESTAMP) >> 1]!;
+}
+
 /** True if the slot's state word says signalled. */
 export function slotSignaled(w: World, slot: number): boolean {
   return Atomics.load(w.i32, w.base(slot) + F_STATE) === STATE_SIGNALED;
@@ -885,6 +905,7 @@ function waitLeaf(w: World, b: number, timeoutMs: number, peek: () => boolean): 
       if (s === STATE_SIGNALED || peek()) return Math.max(deadline - nowMs(), Number.MIN_VALUE);
       const left = deadline - nowMs();
       if (left <= 0) return 0;
+      if (spinWhile(i32, b + F_STATE, s)) continue;
       Atomics.wait(i32, b + F_STATE, s, left);
     }
   } finally {

@@ -16,6 +16,14 @@ export { SW_SYNC_HAS_DEADLINE_BIT, SwSyncTimeline, syncInfoText } from './sw-syn
 export { liveObjects } from './shared/slab.js';
 export { MAX_PACKET_OBJECTS, type Packet } from './shared/packet.js';
 export { lockRecoveries } from './shared/mutex.js';
+export { setWaitSpin } from './shared/wait.js';
+export { dmaFenceArrayCreate, dmaFenceArrayMembers, dmaFenceMatchContext, isContainer, isDmaFenceArray } from './dma-fence-array.js';
+export {
+  chainLinks, dmaFenceChainContained, dmaFenceChainFindSeqno, dmaFenceChainInit, dmaFenceChainPrevSeqno, dmaFenceChainWalk,
+  isDmaFenceChain, type FindSeqnoResult,
+} from './dma-fence-chain.js';
+export { dedupArray, unwrap, unwrapMerge } from './dma-fence-unwrap.js';
+export { POLLIN, SyncFile, type SyncFenceInfo } from './sync-file.js';
 
 // The main thread joins at import, so Workers it creates afterwards inherit the table.
 if (isMainThread) world();

@@ -56,6 +56,40 @@ export function keepAlive(): () => void {
   };
 }
 
+/* ---- opt-in adaptive spinning ---- */
+
+let spinMaxMs = 0;
+let spinMs = 0;
+
+/**
+ * Opt in to spinning for up to `maxMicros` µs before a leaf fence wait sleeps
+ * (0, the default, turns it off), like Linux's busy-poll knob. Spinning costs a
+ * core but skips the sleep/wake round trip when the signaller is about to fire.
+ * It adapts: every spin that ends in a wake-up doubles the budget (up to the
+ * maximum), every spin that runs out halves it (down to 1/16 of the maximum).
+ */
+export function setWaitSpin(maxMicros: number): void {
+  if (typeof maxMicros !== 'number' || !(maxMicros >= 0) || maxMicros > 1e6) {
+    throw new RangeError('setWaitSpin: microseconds must be between 0 and 1e6');
+  }
+  spinMaxMs = maxMicros / 1000;
+  spinMs = spinMaxMs;
+}
+
+/** Spin while `i32[at] === expected`, within the current budget. True if it changed. */
+export function spinWhile(i32: Int32Array, at: number, expected: number): boolean {
+  if (spinMs <= 0) return false;
+  const end = performance.now() + spinMs;
+  do {
+    if (Atomics.load(i32, at) !== expected) {
+      spinMs = Math.min(spinMaxMs, spinMs * 2);
+      return true;
+    }
+  } while (performance.now() < end);
+  spinMs = Math.max(spinMaxMs / 16, spinMs / 2);
+  return false;
+}
+
 /* ---- sleeping on one word ---- */
 
 /**

@@ -52,6 +52,8 @@ export const H_RECOVERED = 14;
 export const H_TIMELINE_LOCK = 15;
 export const H_TIMELINE_HEAD = 16;
 export const H_TIMELINE_TAIL = 17;
+/** Lock of every dma_fence_chain `prev` pointer (garbage collection rewrites them). */
+export const H_CHAIN_LOCK = 18;
 /** Live-slot count per kind, words 32..63. */
 export const H_LIVE_BY_KIND = 32;
 export const HEADER_WORDS = 256;
