@@ -119,6 +119,11 @@ export interface FenceKindOps {
 
 const kindOps: Array<FenceKindOps | undefined> = [];
 
+/** True if `f` is signalled only explicitly (not computed from other fences): waits sleep on its own word. */
+export function fenceIsLeaf(f: DmaFence): boolean {
+  return kindOps[f.kind]?.leaf === true;
+}
+
 /** Plug in a fence kind. */
 export function registerFenceKind(kind: FenceKind, ops: FenceKindOps): void {
   kindOps[kind] = ops;
@@ -684,7 +689,7 @@ export class DmaFence implements Disposable {
     if (!this.#enable()) return timeoutMs === 0 ? 1 : timeoutMs;
     if ((opts.intr ?? true) && opts.signal?.aborted) return -ERRNO.ERESTARTSYS;
     if (timeoutMs === 0) return 0;
-    if (!kindOps[this.kind]?.leaf && this.kind !== FenceKind.Driver) {
+    if (!kindOps[this.kind]?.leaf) {
       return remainingMs(multiWait(W, () => this.isSignaled(), timeoutMs));
     }
     const r = remainingMs(waitLeaf(W, this.#b, timeoutMs, () => this.#peek() && this.isSignaled()));
@@ -711,7 +716,7 @@ export class DmaFence implements Disposable {
     if (timeoutMs === 0) return 0;
     this.get(); // keep the view alive across the await
     try {
-      if (!kindOps[this.kind]?.leaf && this.kind !== FenceKind.Driver) {
+      if (!kindOps[this.kind]?.leaf) {
         const r = await multiWaitAsync(W, () => this.isSignaled(), timeoutMs, abort);
         return r === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(r);
       }
@@ -949,6 +954,10 @@ function checkWaitAny(fences: readonly DmaFence[], timeoutMs: number): void {
   for (const f of fences) if (!(f instanceof DmaFence)) throw new TypeError('waitAnyTimeout: not a DmaFence');
   checkTimeout(timeoutMs, 'dma_fence_wait_any_timeout');
 }
+
+/* Driver fences and stubs are signalled explicitly: waiters sleep on their own state word. */
+registerFenceKind(FenceKind.Driver, { leaf: true });
+registerFenceKind(FenceKind.Stub, { leaf: true });
 
 /* Release of any fence slot: the kind's hook drops what the fence points to. */
 onRelease(Kind.Fence, (w, slot) => {

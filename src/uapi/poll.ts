@@ -14,7 +14,7 @@
  * anything else re-checks on every signal in the world (shared/wait.ts).
  */
 import { fail } from '../errors.js';
-import { fenceFromSlot, type DmaFence } from '../dma-fence.js';
+import { fenceFromSlot, fenceIsLeaf, type DmaFence } from '../dma-fence.js';
 import { filePriv, FileType, fileType } from '../file.js';
 import { SyncFile } from '../sync-file.js';
 import { multiWait, multiWaitAsync } from '../shared/wait.js';
@@ -93,7 +93,7 @@ function singleLeaf(entries: Entry[]): DmaFence | undefined {
   const file = fdFileOrNone(entries[0]!.fd);
   if (file < 0 || fileType(world(), file) !== FileType.SyncFile) return undefined;
   const f = fenceFromSlot(filePriv(world(), file));
-  if (f.kind <= 3 /* driver, stub, sw_sync: leaves */) return f;
+  if (fenceIsLeaf(f)) return f;
   f.put();
   return undefined;
 }
