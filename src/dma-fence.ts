@@ -36,7 +36,7 @@
  */
 import { ERRNO, fail } from './errors.js';
 import {
-  adoptAsHold, allocSlot, hold, Kind, localHolds, onRelease, readName, ref, S_BODY, slotGen, slotKind, slotRefs, unhold,
+  adoptAsHold, allocSlot, hold, Kind, localHolds, onRelease, readName, ref, S_BODY, S_SLEEPERS, slotGen, slotKind, slotRefs, unhold,
   unref, writeName,
 } from './shared/slab.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
@@ -49,7 +49,7 @@ import { H_CONTEXT, H_STUB, onJoin, tid, world, type World } from './shared/worl
 
 /** 0 pending, 1 signalled, 2 being signalled (claimed, timestamp not yet published). */
 export const F_STATE = S_BODY + 0;
-export const F_SLEEPERS = S_BODY + 1;
+export const F_SLEEPERS = S_SLEEPERS;
 export const F_FLAGS = S_BODY + 2;
 export const F_ERROR = S_BODY + 3;
 export const F_CTX_LO = S_BODY + 4;
@@ -182,45 +182,47 @@ export function fenceViewIfAny(slot: number): DmaFence | undefined {
 
 const PRIVATE = Symbol('dma_fence.private');
 
+/** Store a u64 given as number or bigint as [lo, hi] 32-bit words at `at`; numbers avoid BigInt. */
+export function storeU64(i32: Int32Array, at: number, v: number | bigint): void {
+  if (typeof v === 'number') {
+    i32[at] = v % 4294967296 | 0;
+    i32[at + 1] = Math.floor(v / 4294967296) | 0;
+  } else {
+    i32[at] = Number(v & 0xffffffffn) | 0;
+    i32[at + 1] = Number((v >> 32n) & 0xffffffffn) | 0;
+  }
+}
+
 /** Allocate a fence slot of `fkind` in `context`/`seqno`; returns the slot with one internal reference. */
 export function allocFenceSlot(
-  fkind: FenceKind, context: bigint, seqno: bigint, seqno64: boolean, driver: string, timeline: string,
-  syscall = 'dma_fence_init',
+  fkind: FenceKind, context: number | bigint, seqno: number | bigint, seqno64: boolean, driver: string,
+  timeline: string, syscall = 'dma_fence_init',
 ): number {
   const w = W ?? world();
   const slot = allocSlot(w, Kind.Fence, syscall);
   const b = w.base(slot);
   const i32 = w.i32;
-  i32[b + F_CTX_LO] = Number(context & 0xffffffffn) | 0;
-  i32[b + F_CTX_HI] = Number(context >> 32n) | 0;
-  i32[b + F_SEQ_LO] = Number(seqno & 0xffffffffn) | 0;
-  i32[b + F_SEQ_HI] = Number((seqno >> 32n) & 0xffffffffn) | 0;
+  storeU64(i32, b + F_CTX_LO, context);
+  storeU64(i32, b + F_SEQ_LO, seqno);
   i32[b + F_FLAGS] = seqno64 ? DMA_FENCE_FLAG_SEQNO64 : 0;
   i32[b + F_FKIND] = fkind;
   i32[b + F_OWNER] = tid();
   w.f64[(b + F_DEADLINE) >> 1] = Infinity;
   writeName(w, b + F_DRIVER_NAME, NAME_WORDS, driver);
-  writeName(w, b + F_TIMELINE_NAME, NAME_WORDS, timeline);
+  if (timeline) writeName(w, b + F_TIMELINE_NAME, NAME_WORDS, timeline);
   return slot;
 }
 
-/** Per-thread driver ops of fences created in this thread. */
-const driverOps = new Map<number, DmaFenceOps>();
-
-function checkSeqno(seqno: number | bigint, syscall: string): bigint {
-  if (typeof seqno === 'bigint') {
-    if (seqno < 0n || seqno > 0xffffffffffffffffn) throw fail('EINVAL', syscall, `seqno ${seqno} is not a u64`);
-    return seqno;
+/** Validate a u64 argument; numbers stay numbers (no BigInt on the hot path). */
+function checkU64(v: number | bigint, what: string, syscall: string): number | bigint {
+  if (typeof v === 'bigint') {
+    if (v < 0n || v > 0xffffffffffffffffn) throw fail('EINVAL', syscall, `${what} ${v} is not a u64`);
+    return v;
   }
-  if (typeof seqno !== 'number' || !Number.isSafeInteger(seqno) || seqno < 0) {
-    throw new TypeError(`${syscall}: seqno must be a non-negative integer or bigint`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new TypeError(`${syscall}: ${what} must be a non-negative integer or bigint`);
   }
-  return BigInt(seqno);
-}
-
-function checkContext(context: number | bigint, syscall: string): bigint {
-  const c = checkSeqno(context, syscall);
-  return c;
+  return v;
 }
 
 function checkTimeout(timeoutMs: number, syscall: string): void {
@@ -248,6 +250,9 @@ export class DmaFence implements Disposable {
   #armed = false;
   #enabledHere = false;
   #putAfterCallbacks = false;
+  #armScheduled = false;
+  /** Driver ops: only on the view in the thread that created the fence. */
+  #ops: DmaFenceOps | undefined;
 
   /** @internal use `DmaFence.init`, `fenceFromSlot` or a container constructor. */
   constructor(key: symbol, slot: number) {
@@ -283,12 +288,11 @@ export class DmaFence implements Disposable {
       || typeof ops.getTimelineName !== 'function') {
       throw new TypeError('dma_fence_init: ops must provide getDriverName() and getTimelineName()');
     }
-    const ctx = checkContext(context, 'dma_fence_init');
-    const seq = checkSeqno(seqno, 'dma_fence_init');
+    const ctx = checkU64(context, 'context', 'dma_fence_init');
+    const seq = checkU64(seqno, 'seqno', 'dma_fence_init');
     const names = opsNames(ops);
-    const slot = allocFenceSlot(FenceKind.Driver, ctx, seq, is64, names[0], names[1]);
-    const f = fenceAdoptSlot(slot);
-    driverOps.set(slot, ops);
+    const f = fenceAdoptSlot(allocFenceSlot(FenceKind.Driver, ctx, seq, is64, names[0], names[1]));
+    f.#ops = ops;
     return f;
   }
 
@@ -302,7 +306,7 @@ export class DmaFence implements Disposable {
       const s = Atomics.load(w.i32, H_STUB);
       if (s >= 0) return fenceFromSlot(s);
       if (s === -1 && Atomics.compareExchange(w.i32, H_STUB, -1, -2) === -1) {
-        const slot = allocFenceSlot(FenceKind.Stub, 0n, 0n, false, 'stub', 'stub');
+        const slot = allocFenceSlot(FenceKind.Stub, 0, 0, false, 'stub', 'stub');
         publishSignal(w, slot, ktimeNowNs());
         Atomics.store(w.i32, H_STUB, slot); // the allocation reference keeps it forever
         Atomics.notify(w.i32, H_STUB);
@@ -316,7 +320,7 @@ export class DmaFence implements Disposable {
   static allocatePrivateStub(timestampNs: bigint): DmaFence {
     if (typeof timestampNs !== 'bigint') throw new TypeError('allocatePrivateStub: timestamp must be bigint ns');
     const w = W ?? world();
-    const slot = allocFenceSlot(FenceKind.Stub, DmaFence.contextAlloc(1), 0n, false, 'stub', 'stub');
+    const slot = allocFenceSlot(FenceKind.Stub, DmaFence.contextAlloc(1), 0, false, 'stub', 'stub');
     publishSignal(w, slot, Number(timestampNs));
     return fenceAdoptSlot(slot);
   }
@@ -403,9 +407,9 @@ export class DmaFence implements Disposable {
   #dropRef(): void {
     const slot = this.#slot;
     if (localHolds(slot) === 1) {
-      const ops = driverOps.get(slot);
+      const ops = this.#ops;
       wrappers[slot] = undefined;
-      driverOps.delete(slot);
+      this.#ops = undefined;
       this.#slot = -1;
       ops?.release?.(this);
     }
@@ -570,10 +574,7 @@ export class DmaFence implements Disposable {
 
   #peek(): boolean {
     const kind = this.kind;
-    if (kind === FenceKind.Driver) {
-      const ops = driverOps.get(this.#slot);
-      return ops?.signaled?.(this) === true;
-    }
+    if (kind === FenceKind.Driver) return this.#ops?.signaled?.(this) === true;
     const ko = kindOps[kind];
     return ko?.signaled ? ko.signaled(W, this.#slot) : false;
   }
@@ -612,8 +613,7 @@ export class DmaFence implements Disposable {
     const kind = this.kind;
     let keep = true;
     if (kind === FenceKind.Driver) {
-      const ops = driverOps.get(this.#slot);
-      if (first && ops?.enableSignaling) keep = ops.enableSignaling(this);
+      if (first && this.#ops?.enableSignaling) keep = this.#ops.enableSignaling(this);
     } else if (!this.#enabledHere) {
       this.#enabledHere = true;
       const ko = kindOps[kind];
@@ -634,7 +634,11 @@ export class DmaFence implements Disposable {
     if (this.#isSignaledFlag()) return -ERRNO.ENOENT;
     if (!this.#enable()) return -ERRNO.ENOENT;
     (this.#cbs ??= []).push(func);
-    this.#armRemote();
+    if (!this.#armed && !this.#armScheduled) {
+      // Only a fence still pending when this job ends needs a wake-up from another thread.
+      this.#armScheduled = true;
+      if (toArm.push(this) === 1) queueMicrotask(armPending);
+    }
     return 0;
   }
 
@@ -647,6 +651,12 @@ export class DmaFence implements Disposable {
     cbs.splice(i, 1);
     this.#settleDeferredPut();
     return true;
+  }
+
+  /** @internal end of job: arm delivery if callbacks are still queued on a pending fence. */
+  armIfPending(): void {
+    this.#armScheduled = false;
+    if (this.#slot >= 0 && this.#cbs !== null && this.#cbs.length > 0) this.#armRemote();
   }
 
   /** Deliver this thread's callbacks when another thread signals. */
@@ -784,7 +794,7 @@ export class DmaFence implements Disposable {
     const kind = this.kind;
     if (kind === FenceKind.Driver) {
       recordDeadline(W, this.#b, deadlineNs);
-      driverOps.get(this.#slot)?.setDeadline?.(this, deadlineNs);
+      this.#ops?.setDeadline?.(this, deadlineNs);
       return;
     }
     kindOps[kind]?.setDeadline?.(this, deadlineNs);
@@ -804,9 +814,28 @@ export class DmaFence implements Disposable {
   }
 }
 
+/** Views whose callbacks may need a wake-up from another thread, armed once per job. */
+const toArm: DmaFence[] = [];
+function armPending(): void {
+  const list = toArm.splice(0);
+  for (const f of list) f.armIfPending();
+}
+
 /* ---- helpers shared with fence kinds (same file: they are the fence core) ---- */
 
+const opsNameCache = new WeakMap<DmaFenceOps, [string, string]>();
+
+/** The names of `ops`, asked once per ops object (names of a timeline do not change). */
 function opsNames(ops: DmaFenceOps): [string, string] {
+  let names = opsNameCache.get(ops);
+  if (!names) {
+    names = askOpsNames(ops);
+    opsNameCache.set(ops, names);
+  }
+  return names;
+}
+
+function askOpsNames(ops: DmaFenceOps): [string, string] {
   // Names are asked for once at init, with a stand-in fence: the ops receive the
   // fence object in the kernel, but names of a timeline do not depend on it.
   const d = String(ops.getDriverName(undefined as unknown as DmaFence));

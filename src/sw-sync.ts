@@ -26,7 +26,8 @@
  * otherwise self-deadlock).
  */
 import {
-  allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, DmaFence, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMESTAMP,
+  allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, DmaFence, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME,
+  F_TIMESTAMP,
   fenceAdoptSlot,
   FenceKind, fenceViewIfAny, finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled,
 } from './dma-fence.js';
@@ -35,7 +36,7 @@ import { allocFile, fileGet, filePriv, filePut, FileType, fileType, registerFile
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import {
-  allocSlot, Kind, onRelease, readName, ref, S_BODY, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
+  allocSlot, copyName, Kind, onRelease, readName, ref, S_BODY, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
 } from './shared/slab.js';
 import { ktimeNowNs } from './shared/wait.js';
 import { H_TIMELINE_HEAD, H_TIMELINE_LOCK, H_TIMELINE_TAIL, world, type World } from './shared/world.js';
@@ -150,10 +151,11 @@ onRelease(Kind.Timeline, (w, tl) => {
 /** sync_pt_create: returns a fence slot with one internal reference for the caller. */
 function ptCreate(w: World, tl: number, value: number): number {
   const b = w.base(tl);
-  const ctx = (BigInt(w.i32[b + TL_CTX_HI]! >>> 0) << 32n) | BigInt(w.i32[b + TL_CTX_LO]! >>> 0);
-  const name = readName(w, b + TL_NAME, TL_NAME_WORDS);
-  const pt = allocFenceSlot(FenceKind.SwSync, ctx, BigInt(value >>> 0), false, 'sw_sync', name, 'sw_sync_create_fence');
+  // Contexts stay far below 2^53, so the number form is exact and avoids BigInt here.
+  const ctx = (w.i32[b + TL_CTX_HI]! >>> 0) * 4294967296 + (w.i32[b + TL_CTX_LO]! >>> 0);
+  const pt = allocFenceSlot(FenceKind.SwSync, ctx, value >>> 0, false, 'sw_sync', '', 'sw_sync_create_fence');
   const pb = w.base(pt);
+  copyName(w, b + TL_NAME, pb + F_TIMELINE_NAME, TL_NAME_WORDS);
   ref(w, tl); // every point references its timeline
   w.i32[pb + PT_TIMELINE] = tl;
   w.i32[pb + PT_NEXT] = -1;

@@ -6,6 +6,8 @@
  * once somebody sleeps on it (so an uncontended unlock never calls notify).
  *
  * It plays the part of the kernel's spinlocks (timeline locks, allocator lock).
+ * Like the kernel's spinlocks it spins briefly (SPIN rounds) before it sleeps.
+ *
  * Differences forced by JS, documented here:
  * - Re-locking a mutex the thread already holds is reported as EDEADLK instead of
  *   hanging (the kernel would spin forever; lockdep reports it).
@@ -20,6 +22,8 @@ import { H_RECOVERED, threadAlive, tid, world, type World } from './world.js';
 export const OWNER_MASK = 0xffff;
 export const CONTENDED = 1 << 16;
 const RECHECK_MS = 50;
+/** Load-and-try rounds before sleeping: the sections these locks guard are a few hundred ns. */
+const SPIN = 256;
 
 /** Take the mutex at word `at`; blocks the calling thread while another holds it. */
 export function mutexLock(w: World, at: number): void {
@@ -29,6 +33,14 @@ export function mutexLock(w: World, at: number): void {
 }
 
 function lockSlow(w: World, at: number, me: number): void {
+  for (let i = 0; i < SPIN; i++) {
+    const v = Atomics.load(w.i32, at);
+    if (v === 0) {
+      if (Atomics.compareExchange(w.i32, at, 0, me) === 0) return;
+    } else if ((v & OWNER_MASK) === me) {
+      throw fail('EDEADLK', 'lock', 'this thread already holds this lock (recursive locking)');
+    }
+  }
   for (;;) {
     const v = Atomics.load(w.i32, at);
     if (v === 0) {

@@ -19,7 +19,7 @@
  */
 import { isMainThread, threadId } from 'node:worker_threads';
 import { releaseIfOwnedBy } from './mutex.js';
-import { dropAllHolds, reclaimHolds, S_LOCK } from './slab.js';
+import { dropAllHolds, reclaimCache, reclaimHolds, S_LOCK } from './slab.js';
 import {
   H_ALLOC_LOCK, H_BUMP, H_CHAIN_LOCK, H_TIMELINE_LOCK, onJoin, T_STATE, THREAD_ALIVE, THREAD_BASE, THREAD_FREE,
   THREAD_REAPING, THREAD_WORDS, tidOfNodeThread, world, type World,
@@ -50,6 +50,7 @@ export function reapThread(w: World, t: number): number {
   for (let s = 0; s < used; s++) releaseIfOwnedBy(w, w.base(s) + S_LOCK, t);
   for (const scan of lockScanners) scan(w, t);
   const n = reclaimHolds(w, t);
+  reclaimCache(w, t);
   Atomics.store(w.i32, at, THREAD_FREE);
   return n;
 }
@@ -78,6 +79,7 @@ onJoin((w, myTid) => {
         }
       }
       dropAllHolds(w);
+      reclaimCache(w, myTid);
       const at = THREAD_BASE + myTid * THREAD_WORDS + T_STATE;
       if (tidOfNodeThread(w, threadId) === myTid) Atomics.store(w.i32, at, THREAD_FREE);
     });

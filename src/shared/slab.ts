@@ -21,7 +21,8 @@
 import { fail } from '../errors.js';
 import { mutexLock, mutexUnlock } from './mutex.js';
 import {
-  H_ALLOC_LOCK, H_BUMP, H_FREE_HEAD, H_LIVE, H_LIVE_BY_KIND, onJoin, SLOT_WORDS, tid, world, type World,
+  H_ALLOC_LOCK, H_BUMP, H_FREE_HEAD, onJoin, SLOT_WORDS, T_CACHE_HEAD, THREAD_BASE, THREAD_WORDS, tid, world,
+  type World,
 } from './world.js';
 
 /* Common slot header. */
@@ -35,6 +36,14 @@ export const S_NEXT = 6;
 export const S_PREV = 7;
 /** First word the kind may use. Word 8 is 8-byte aligned. */
 export const S_BODY = 8;
+/**
+ * Every kind's wait word is S_BODY and its sleeper count S_SLEEPERS. The count is
+ * *not* reset when a slot is reused: an async sleeper of an earlier generation may
+ * still be parked and will decrement it when it wakes, so only a count that spans
+ * generations stays balanced (a reset would let it go negative and a later
+ * signal skip its notify).
+ */
+export const S_SLEEPERS = S_BODY + 1;
 
 /** Object kinds. Fence kinds share the fence layout (dma-fence.ts). */
 export const enum Kind {
@@ -62,42 +71,97 @@ onJoin((w) => {
   localRefs = new Int32Array(w.capacity);
 });
 
-/**
- * Allocate a slot of `kind` with one *internal* reference (the caller converts it
- * to a hold with `adoptAsHold` when a wrapper takes it). Body words are zero.
- * Throws ENOMEM when the table is full.
+/*
+ * Allocation: each thread keeps up to CACHE_MAX free slots of its own, linked
+ * through S_NEXT from its thread-registry entry, so the common create/free pair
+ * takes no lock. It refills CACHE_BATCH slots at a time from the global free list
+ * (or the never-used tail) under the allocator lock, and spills half back when
+ * full. The cache lives in shared memory: the reaper returns a dead thread's.
  */
-export function allocSlot(w: World, kind: Kind, syscall: string): number {
+const CACHE_MAX = 64;
+const CACHE_BATCH = 32;
+let cacheHead = -1;
+let cacheLen = 0;
+let cacheAt = -1; // word index of this thread's T_CACHE_HEAD
+onJoin((_w, t) => {
+  cacheAt = THREAD_BASE + t * THREAD_WORDS + T_CACHE_HEAD;
+});
+
+/** Mirror the cache into the thread registry. Plain stores: only this thread touches it while alive. */
+function publishCache(w: World): void {
+  w.i32[cacheAt + 1] = cacheLen;
+  w.i32[cacheAt] = cacheHead;
+}
+
+function refillCache(w: World): void {
   mutexLock(w, H_ALLOC_LOCK);
-  let slot = w.i32[H_FREE_HEAD]!;
-  if (slot >= 0) {
-    w.i32[H_FREE_HEAD] = w.i32[w.base(slot) + S_NEXT]!;
-  } else if (w.i32[H_BUMP]! < w.capacity) {
-    slot = w.i32[H_BUMP]!;
-    w.i32[H_BUMP] = slot + 1;
+  for (let n = 0; n < CACHE_BATCH; n++) {
+    let slot = w.i32[H_FREE_HEAD]!;
+    if (slot >= 0) w.i32[H_FREE_HEAD] = w.i32[w.base(slot) + S_NEXT]!;
+    else if (w.i32[H_BUMP]! < w.capacity) slot = Atomics.add(w.i32, H_BUMP, 1);
+    else break;
+    w.i32[w.base(slot) + S_NEXT] = cacheHead;
+    cacheHead = slot;
+    cacheLen++;
+  }
+  publishCache(w);
+  mutexUnlock(w, H_ALLOC_LOCK);
+}
+
+/** Move `n` slots from the front of `head`'s list onto the global free list; returns the rest. */
+function spill(w: World, head: number, n: number): number {
+  mutexLock(w, H_ALLOC_LOCK);
+  let s = head;
+  for (let i = 0; i < n && s >= 0; i++) {
+    const next = w.i32[w.base(s) + S_NEXT]!;
+    w.i32[w.base(s) + S_NEXT] = w.i32[H_FREE_HEAD]!;
+    w.i32[H_FREE_HEAD] = s;
+    s = next;
   }
   mutexUnlock(w, H_ALLOC_LOCK);
+  return s;
+}
+
+/** Reaper side: give dead thread `t`'s cached free slots back to everyone. */
+export function reclaimCache(w: World, t: number): void {
+  const at = THREAD_BASE + t * THREAD_WORDS + T_CACHE_HEAD;
+  const head = Atomics.exchange(w.i32, at, -1);
+  Atomics.store(w.i32, at + 1, 0);
+  spill(w, head, Infinity);
+}
+
+/**
+ * Allocate a slot of `kind` with one *internal* reference (the caller converts it
+ * to a hold with `adoptAsHold` when a wrapper takes it). Body words are zero,
+ * except the sleeper count (see S_SLEEPERS). Throws ENOMEM when the table is full.
+ */
+export function allocSlot(w: World, kind: Kind, syscall: string): number {
+  if (cacheHead < 0) refillCache(w);
+  const slot = cacheHead;
   if (slot < 0) throw fail('ENOMEM', syscall, `shared object table is full (${w.capacity} slots; raise DMABUF_SLOTS)`);
   const b = w.base(slot);
-  w.i32.fill(0, b + S_REFS, b + SLOT_WORDS);
-  Atomics.store(w.i32, b + S_REFS, 1);
-  Atomics.store(w.i32, b + S_KIND, kind);
-  Atomics.add(w.i32, H_LIVE, 1);
-  Atomics.add(w.i32, H_LIVE_BY_KIND + kind, 1);
+  cacheHead = w.i32[b + S_NEXT]!;
+  cacheLen--;
+  publishCache(w);
+  w.i32.fill(0, b + S_HOLD0, b + S_SLEEPERS);
+  w.i32.fill(0, b + S_SLEEPERS + 1, b + SLOT_WORDS);
+  // Plain stores: no other thread can reach the slot until it is published through an atomic.
+  w.i32[b + S_REFS] = 1;
+  w.i32[b + S_KIND] = kind;
   return slot;
 }
 
 function freeSlot(w: World, slot: number): void {
   const b = w.base(slot);
-  const kind = w.i32[b + S_KIND]!;
-  Atomics.store(w.i32, b + S_KIND, Kind.Free);
-  Atomics.add(w.i32, b + S_GEN, 1);
-  Atomics.sub(w.i32, H_LIVE, 1);
-  Atomics.sub(w.i32, H_LIVE_BY_KIND + kind, 1);
-  mutexLock(w, H_ALLOC_LOCK);
-  w.i32[b + S_NEXT] = w.i32[H_FREE_HEAD]!;
-  w.i32[H_FREE_HEAD] = slot;
-  mutexUnlock(w, H_ALLOC_LOCK);
+  w.i32[b + S_KIND] = Kind.Free;
+  w.i32[b + S_GEN] = (w.i32[b + S_GEN]! + 1) | 0;
+  w.i32[b + S_NEXT] = cacheHead;
+  cacheHead = slot;
+  if (++cacheLen > CACHE_MAX) {
+    cacheHead = spill(w, cacheHead, CACHE_MAX / 2);
+    cacheLen -= CACHE_MAX / 2;
+  }
+  publishCache(w);
 }
 
 /** Take an internal reference (caller already holds one, directly or through an owner). */
@@ -204,21 +268,46 @@ export function slotRefs(w: World, slot: number): number {
   return Atomics.load(w.i32, w.base(slot) + S_REFS);
 }
 
-/** Live objects, in total or of one kind: the leak check's measure. */
+/** Live objects in the whole table, in total or of one kind: the leak check's measure (a scan). */
 export function liveObjects(kind?: Kind): number {
   const w = world();
-  return Atomics.load(w.i32, kind === undefined ? H_LIVE : H_LIVE_BY_KIND + kind);
+  const used = Atomics.load(w.i32, H_BUMP);
+  let n = 0;
+  for (let s = 0; s < used; s++) {
+    const k = Atomics.load(w.i32, w.base(s) + S_KIND);
+    if (k !== Kind.Free && (kind === undefined || k === kind)) n++;
+  }
+  return n;
 }
 
-/** Copy a string into `words` words at `at` as NUL-terminated UTF-8, cut like strscpy. */
-export function writeName(w: World, at: number, words: number, name: string): void {
-  const bytes = at * 4;
-  const max = words * 4;
-  w.u8.fill(0, bytes, bytes + max);
-  const enc = new TextEncoder().encode(name);
-  let n = Math.min(enc.length, max - 1);
+const encoder = new TextEncoder();
+const nameCache = new Map<string, Int32Array>();
+const NAME_CACHE_MAX = 1024;
+
+/** `name` as NUL-terminated UTF-8 in `words` words, cut like strscpy; cached per distinct name. */
+function encodeName(name: string, words: number): Int32Array {
+  const key = words === 8 ? name : `${words}:${name}`;
+  let out = nameCache.get(key);
+  if (out) return out;
+  const bytes = new Uint8Array(words * 4);
+  const enc = encoder.encode(name);
+  let n = Math.min(enc.length, bytes.length - 1);
   while (n > 0 && (enc[n]! & 0xc0) === 0x80) n--; // never cut inside a UTF-8 sequence
-  w.u8.set(enc.subarray(0, n), bytes);
+  bytes.set(enc.subarray(0, n));
+  out = new Int32Array(bytes.buffer);
+  if (nameCache.size >= NAME_CACHE_MAX) nameCache.clear();
+  nameCache.set(key, out);
+  return out;
+}
+
+/** Copy a string into `words` words at word `at` as NUL-terminated UTF-8, cut like strscpy. */
+export function writeName(w: World, at: number, words: number, name: string): void {
+  w.i32.set(encodeName(name, words), at);
+}
+
+/** Copy a stored name between slots without decoding it. */
+export function copyName(w: World, from: number, to: number, words: number): void {
+  w.i32.copyWithin(to, from, from + words);
 }
 
 const decoder = new TextDecoder();

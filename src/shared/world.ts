@@ -45,6 +45,7 @@ export const H_CONTEXT = 8;
 /** 64-bit inode counter for anonymous files, words 10-11. */
 export const H_INODE = 10;
 export const H_STUB = 12;
+/** Unused (was a live-slot counter; liveObjects() now scans). */
 export const H_LIVE = 13;
 /** Number of locks recovered from dead threads (reported by `lockRecoveries()`). */
 export const H_RECOVERED = 14;
@@ -54,8 +55,8 @@ export const H_TIMELINE_HEAD = 16;
 export const H_TIMELINE_TAIL = 17;
 /** Lock of every dma_fence_chain `prev` pointer (garbage collection rewrites them). */
 export const H_CHAIN_LOCK = 18;
-/** Live-slot count per kind, words 32..63. */
-export const H_LIVE_BY_KIND = 32;
+/** Random 64-bit id of this table (words 20-21): SABs cloned by postMessage are new objects for the same memory. */
+export const H_TABLE_ID = 20;
 export const HEADER_WORDS = 256;
 
 /* Thread registry: MAX_THREADS entries of THREAD_WORDS words after the header. */
@@ -64,6 +65,9 @@ export const THREAD_WORDS = 8;
 export const T_STATE = 0;
 export const T_NODE_TID = 1;
 export const T_INCARNATION = 2;
+/** Head and length of the thread's cache of free slots (slab.ts), so the reaper can return them. */
+export const T_CACHE_HEAD = 3;
+export const T_CACHE_LEN = 4;
 export const THREAD_FREE = 0;
 export const THREAD_ALIVE = 1;
 export const THREAD_REAPING = 2;
@@ -95,6 +99,15 @@ export class World {
     this.capacity = this.i32[H_CAPACITY]!;
   }
 
+  /** True if `sab` is (a clone of) this table. */
+  isSameTable(sab: SharedArrayBuffer): boolean {
+    if (sab === this.sab) return true;
+    if (sab.byteLength !== this.sab.byteLength) return false;
+    const other = new Int32Array(sab, 0, HEADER_WORDS);
+    return other[H_MAGIC] === MAGIC && other[H_TABLE_ID] === this.i32[H_TABLE_ID]
+      && other[H_TABLE_ID + 1] === this.i32[H_TABLE_ID + 1];
+  }
+
   /** Word index of slot `slot`'s first word. */
   base(slot: number): number {
     return SLOT_BASE + slot * SLOT_WORDS;
@@ -116,6 +129,7 @@ function createTable(): SharedArrayBuffer {
   i32[H_TIMELINE_TAIL] = -1;
   new BigInt64Array(sab)[H_CONTEXT / 2] = 1n; // context 0 belongs to the stub fence
   new BigInt64Array(sab)[H_INODE / 2] = 1n;
+  crypto.getRandomValues(i32.subarray(H_TABLE_ID, H_TABLE_ID + 2));
   return sab;
 }
 
@@ -148,6 +162,8 @@ function registerThread(w: World): number {
     const at = THREAD_BASE + t * THREAD_WORDS;
     if (Atomics.compareExchange(w.i32, at + T_STATE, THREAD_FREE, THREAD_ALIVE) === THREAD_FREE) {
       Atomics.store(w.i32, at + T_NODE_TID, threadId);
+      Atomics.store(w.i32, at + T_CACHE_HEAD, -1);
+      Atomics.store(w.i32, at + T_CACHE_LEN, 0);
       Atomics.add(w.i32, at + T_INCARNATION, 1);
       return t;
     }
@@ -184,7 +200,7 @@ export function hasJoined(): boolean {
  */
 export function adoptWorld(sab: SharedArrayBuffer): World {
   if (current) {
-    if (current.sab === sab) return current;
+    if (current.isSameTable(sab)) return current;
     throw fail('EINVAL', 'join', 'this thread already uses another shared table');
   }
   return join(sab);
