@@ -1,0 +1,91 @@
+/** The shared object table: joining, packets, slot reuse, exhaustion, thread exit. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { DmaFence, liveObjects } from 'dmabuf';
+
+const ops = { getDriverName: () => 'test', getTimelineName: () => 'shared' };
+const worker = (): Worker => new Worker(new URL('./workers/shared-worker.js', import.meta.url));
+const reply = async (w: Worker): Promise<Record<string, unknown>> => (await once(w, 'message'))[0];
+
+DmaFence.getStub().put();
+const baseline = liveObjects();
+
+test('a worker accepts every packet, not only the first (each postMessage clones the table SAB anew)', async () => {
+  const w = worker();
+  const ctx = DmaFence.contextAlloc(1);
+  const fences = [1, 2, 3].map((s) => DmaFence.init(ops, ctx, s));
+  for (const f of fences) {
+    w.postMessage({ cmd: 'receive-and-report', token: f.share() });
+    assert.deepEqual(await reply(w), { seqno: Number(f.seqno) });
+  }
+  for (const f of fences) f.put();
+  await w.terminate();
+});
+
+test('a fence slot reused after addCallback + signal + put still wakes a waiter in another thread', async () => {
+  const ctx = DmaFence.contextAlloc(1);
+  // Leave an armed callback delivery behind on a slot, then free the slot.
+  const first = DmaFence.init(ops, ctx, 1);
+  first.addCallback(() => {});
+  await Promise.resolve(); // end of job: the delivery is armed
+  first.signal();
+  first.put();
+  // The next fence of this thread reuses that slot (the per-thread cache is LIFO).
+  const second = DmaFence.init(ops, ctx, 2);
+  const w = worker();
+  w.postMessage({ cmd: 'wait', token: second.share(), timeoutMs: 60_000 });
+  assert.deepEqual(await reply(w), { waiting: true });
+  second.signal();
+  const r = await reply(w);
+  assert.ok((r['r'] as number) > 0, 'the waiter woke before its timeout');
+  assert.equal(r['status'], 1);
+  second.put();
+  await w.terminate();
+});
+
+test('the table answers ENOMEM when full and recovers when objects are freed', () => {
+  const script = `
+    const { DmaFence } = await import('dmabuf');
+    const ops = { getDriverName: () => 'x', getTimelineName: () => 'y' };
+    const fences = [];
+    let code = 'none';
+    try { for (;;) fences.push(DmaFence.init(ops, 1, fences.length)); } catch (e) { code = e.code; }
+    const full = fences.length;
+    for (const f of fences) f.put();
+    const again = DmaFence.init(ops, 1, 0); again.put();
+    console.log(JSON.stringify({ code, full }));`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: new URL('../../', import.meta.url), env: { ...process.env, DMABUF_SLOTS: '256' }, encoding: 'utf8',
+  });
+  const { code, full } = JSON.parse(out) as { code: string; full: number };
+  assert.equal(code, 'ENOMEM');
+  assert.ok(full > 200 && full <= 256, `about 256 fences fit, got ${full}`);
+});
+
+test('a terminated worker gives back the free slots it had cached (a 128-slot table stays usable)', () => {
+  // Without reclaiming the dead worker's slot cache, the main thread would hit ENOMEM well before 100.
+  const script = `
+    const { Worker } = await import('node:worker_threads');
+    const { once } = await import('node:events');
+    const { DmaFence, liveObjects } = await import('dmabuf');
+    const w = new Worker(new URL('./build-test/test/workers/shared-worker.js', 'file://' + process.cwd() + '/'), { execArgv: [] });
+    w.postMessage({ cmd: 'churn', count: 100 });
+    await once(w, 'message');
+    await w.terminate();
+    const ops = { getDriverName: () => 'x', getTimelineName: () => 'y' };
+    const fences = [];
+    for (let i = 0; i < 100; i++) fences.push(DmaFence.init(ops, 1, i));
+    for (const f of fences) f.put();
+    console.log(JSON.stringify({ made: fences.length, live: liveObjects() }));`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: new URL('../../', import.meta.url), env: { ...process.env, DMABUF_SLOTS: '128' }, encoding: 'utf8',
+  });
+  assert.deepEqual(JSON.parse(out), { made: 100, live: 0 });
+});
+
+test('no shared object is left behind by this file', () => {
+  assert.equal(liveObjects(), baseline);
+});
