@@ -36,8 +36,11 @@ test('a fence slot reused after addCallback + signal + put still wakes a waiter 
   // The next fence of this thread reuses that slot (the per-thread cache is LIFO).
   const second = DmaFence.init(ops, ctx, 2);
   const w = worker();
-  w.postMessage({ cmd: 'wait', token: second.share(), timeoutMs: 60_000 });
+  w.postMessage({ cmd: 'wait', token: second.share(), timeoutMs: 10_000 });
   assert.deepEqual(await reply(w), { waiting: true });
+  // Let the worker fall asleep first, so the wake-up really needs a notify. (Correct code passes
+  // whatever the timing; the pause only lets a lost wake-up show as a 10 s timeout, r === 0.)
+  await new Promise((resolve) => setTimeout(resolve, 100));
   second.signal();
   const r = await reply(w);
   assert.ok((r['r'] as number) > 0, 'the waiter woke before its timeout');
