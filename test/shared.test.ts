@@ -36,14 +36,14 @@ test('a fence slot reused after addCallback + signal + put still wakes a waiter 
   // The next fence of this thread reuses that slot (the per-thread cache is LIFO).
   const second = DmaFence.init(ops, ctx, 2);
   const w = worker();
-  w.postMessage({ cmd: 'wait', token: second.share(), timeoutMs: 10_000 });
+  w.postMessage({ cmd: 'wait', token: second.share(), timeoutMs: 20_000 });
   assert.deepEqual(await reply(w), { waiting: true });
-  // Let the worker fall asleep first, so the wake-up really needs a notify. (Correct code passes
-  // whatever the timing; the pause only lets a lost wake-up show as a 10 s timeout, r === 0.)
+  // Let the worker fall asleep first, so the wake-up really needs a notify. A lost wake-up shows
+  // as a waiter that sleeps to its timeout and then finds the fence signalled (remaining time 1).
   await new Promise((resolve) => setTimeout(resolve, 100));
   second.signal();
   const r = await reply(w);
-  assert.ok((r['r'] as number) > 0, 'the waiter woke before its timeout');
+  assert.ok((r['r'] as number) > 10_000, `woken by the signal, not by its timeout (remaining ${String(r['r'])} ms)`);
   assert.equal(r['status'], 1);
   second.put();
   await w.terminate();
