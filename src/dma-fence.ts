@@ -58,7 +58,7 @@ export const F_SEQ_LO = S_BODY + 6;
 export const F_SEQ_HI = S_BODY + 7;
 /** Float64 nanoseconds: words 16-17. */
 export const F_TIMESTAMP = S_BODY + 8;
-/** Float64 nanoseconds (earliest deadline asked for), words 18-19. */
+/** Int64 nanoseconds (earliest deadline asked for; NO_DEADLINE if none), words 18-19. */
 export const F_DEADLINE = S_BODY + 10;
 export const F_FKIND = S_BODY + 12;
 export const F_OWNER = S_BODY + 13;
@@ -68,6 +68,8 @@ export const F_DRIVER_NAME = 32;
 export const F_TIMELINE_NAME = 40;
 export const NAME_WORDS = 8;
 
+/** Stored in F_DEADLINE while no deadline was ever set (a deadline that far out is "never" anyway). */
+const NO_DEADLINE = 0x7fffffffffffffffn;
 const STATE_PENDING = 0;
 const STATE_SIGNALED = 1;
 const STATE_SIGNALING = 2;
@@ -207,7 +209,7 @@ export function allocFenceSlot(
   i32[b + F_FLAGS] = seqno64 ? DMA_FENCE_FLAG_SEQNO64 : 0;
   i32[b + F_FKIND] = fkind;
   i32[b + F_OWNER] = tid();
-  w.f64[(b + F_DEADLINE) >> 1] = Infinity;
+  w.i64[(b + F_DEADLINE) >> 1] = NO_DEADLINE;
   writeName(w, b + F_DRIVER_NAME, NAME_WORDS, driver);
   if (timeline) writeName(w, b + F_TIMELINE_NAME, NAME_WORDS, timeline);
   return slot;
@@ -320,7 +322,9 @@ export class DmaFence implements Disposable {
   static allocatePrivateStub(timestampNs: bigint): DmaFence {
     if (typeof timestampNs !== 'bigint') throw new TypeError('allocatePrivateStub: timestamp must be bigint ns');
     const w = W ?? world();
-    const slot = allocFenceSlot(FenceKind.Stub, DmaFence.contextAlloc(1), 0, false, 'stub', 'stub');
+    // Like the kernel's: context 0, seqno 0, signalling enabled, signalled at `timestampNs`.
+    const slot = allocFenceSlot(FenceKind.Stub, 0, 0, false, 'stub', 'stub');
+    w.i32[w.base(slot) + F_FLAGS] |= DMA_FENCE_FLAG_ENABLE_SIGNAL;
     publishSignal(w, slot, Number(timestampNs));
     return fenceAdoptSlot(slot);
   }
@@ -802,8 +806,8 @@ export class DmaFence implements Disposable {
 
   /** Earliest deadline recorded for this fence, or undefined. */
   get deadline(): bigint | undefined {
-    const d = W.f64[(this.#b + F_DEADLINE) >> 1]!;
-    return d === Infinity ? undefined : BigInt(d);
+    const d = Atomics.load(W.i64, (this.#b + F_DEADLINE) >> 1);
+    return d === NO_DEADLINE ? undefined : d;
   }
 
   /* ---- debug ---- */
@@ -917,10 +921,12 @@ export function slotSignaled(w: World, slot: number): boolean {
 /** Record `deadlineNs` if it is earlier than the one stored; returns true if it was the first. */
 export function recordDeadline(w: World, b: number, deadlineNs: bigint): boolean {
   const at = (b + F_DEADLINE) >> 1;
-  const d = Number(deadlineNs);
-  const first = w.f64[at] === Infinity;
-  if (d < w.f64[at]!) w.f64[at] = d; // racy min: both values are valid hints
-  return first;
+  const d = BigInt.asIntN(64, deadlineNs);
+  for (;;) {
+    const old = Atomics.load(w.i64, at);
+    if (d >= old) return false;
+    if (Atomics.compareExchange(w.i64, at, old, d) === old) return old === NO_DEADLINE;
+  }
 }
 
 function remainingMs(r: number): number {

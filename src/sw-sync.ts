@@ -25,6 +25,7 @@
  * may create points on the same timeline (the kernel forbids that; here it would
  * otherwise self-deadlock).
  */
+import { readFileSync } from 'node:fs';
 import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, DmaFence, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME,
   F_TIMESTAMP,
@@ -61,9 +62,18 @@ export const SW_SYNC_HAS_DEADLINE_BIT = DMA_FENCE_FLAG_USER_BITS;
 
 const INT_MAX = 0x7fffffff;
 
-/** The name the kernel would give: the opener's task name (comm, at most 15 chars). */
+let comm: string | undefined;
+
+/** The name the kernel gives a timeline: the opening thread's task name (comm, at most 15 bytes). */
 export function taskComm(): string {
-  return (process.title || 'node').slice(0, 15);
+  if (comm === undefined) {
+    try {
+      comm = readFileSync('/proc/thread-self/comm', 'utf8').replace(/\n$/, '');
+    } catch {
+      comm = 'node'; // no procfs (not Linux): Node's own process name
+    }
+  }
+  return comm;
 }
 
 /* ---- the pending-point list (timeline lock held) ---- */
