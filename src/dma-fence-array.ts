@@ -155,9 +155,8 @@ export function arrayMemberSlots(w: World, slot: number): number[] {
 /** dma_fence_match_context: every member of an array (or the fence itself) is in `context`. */
 export function dmaFenceMatchContext(f: DmaFence, context: bigint): boolean {
   if (!isDmaFenceArray(f)) return f.context === context;
-  return dmaFenceArrayMembers(f).every((m) => {
-    const same = m.context === context;
-    m.put();
-    return same;
-  });
+  const members = dmaFenceArrayMembers(f);
+  const all = members.every((m) => m.context === context);
+  for (const m of members) m.put();
+  return all;
 }

@@ -168,8 +168,7 @@ registerFenceKind(FenceKind.Chain, {
     for (const link of chainLinks(chain)) {
       const c = fenceFromSlot(chainContainedSlot(w, link.slot));
       c.setDeadline(deadlineNs);
-      c.put();
-      link.put();
+      c.put(); // `link` is the iterator's: it drops it when it advances
     }
   },
   release: releaseChain,

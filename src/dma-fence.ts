@@ -56,7 +56,7 @@ export const F_CTX_LO = S_BODY + 4;
 export const F_CTX_HI = S_BODY + 5;
 export const F_SEQ_LO = S_BODY + 6;
 export const F_SEQ_HI = S_BODY + 7;
-/** Float64 nanoseconds: words 16-17. */
+/** Signal time, int64 nanoseconds as [lo, hi] words 16-17 (exact for any ktime). */
 export const F_TIMESTAMP = S_BODY + 8;
 /** Int64 nanoseconds (earliest deadline asked for; NO_DEADLINE if none), words 18-19. */
 export const F_DEADLINE = S_BODY + 10;
@@ -325,7 +325,7 @@ export class DmaFence implements Disposable {
     // Like the kernel's: context 0, seqno 0, signalling enabled, signalled at `timestampNs`.
     const slot = allocFenceSlot(FenceKind.Stub, 0, 0, false, 'stub', 'stub');
     w.i32[w.base(slot) + F_FLAGS] |= DMA_FENCE_FLAG_ENABLE_SIGNAL;
-    publishSignal(w, slot, Number(timestampNs));
+    publishSignal(w, slot, timestampNs);
     return fenceAdoptSlot(slot);
   }
 
@@ -506,7 +506,7 @@ export class DmaFence implements Disposable {
   signalTimestamp(timestampNs: bigint): number {
     this.#check();
     if (typeof timestampNs !== 'bigint') throw new TypeError('signalTimestamp: timestamp must be bigint ns');
-    return this.#signal(Number(timestampNs)) ? 0 : -ERRNO.EINVAL;
+    return this.#signal(timestampNs) ? 0 : -ERRNO.EINVAL;
   }
 
   /** dma_fence_check_and_signal (newest kernels): signal; true if it was *already* signalled. */
@@ -515,7 +515,7 @@ export class DmaFence implements Disposable {
     return !this.#signal(ktimeNowNs());
   }
 
-  #signal(tsNs: number): boolean {
+  #signal(tsNs: number | bigint): boolean {
     if (!claimSignal(W, this.#slot)) return false;
     const ko = kindOps[this.kind];
     if (ko?.signalError && Atomics.load(W.i32, this.#b + F_ERROR) === 0) {
@@ -597,7 +597,7 @@ export class DmaFence implements Disposable {
   timestamp(): bigint {
     for (;;) {
       const s = Atomics.load(W.i32, this.#b + F_STATE);
-      if (s === STATE_SIGNALED) return BigInt(Math.round(W.f64[(this.#b + F_TIMESTAMP) >> 1]!));
+      if (s === STATE_SIGNALED) return slotTimestamp(W, this.#slot);
       if (s === STATE_PENDING) throw fail('EINVAL', 'dma_fence_timestamp', 'fence is not signalled');
     }
   }
@@ -869,16 +869,16 @@ export function claimSignal(w: World, slot: number): boolean {
 }
 
 /** Publish the signal of a claimed slot: timestamp, state, wake sleepers and multi-waiters. */
-export function finishSignal(w: World, slot: number, tsNs: number): void {
+export function finishSignal(w: World, slot: number, tsNs: number | bigint): void {
   const b = w.base(slot);
-  w.f64[(b + F_TIMESTAMP) >> 1] = tsNs;
+  storeU64(w.i32, b + F_TIMESTAMP, typeof tsNs === 'number' ? Math.round(tsNs) : BigInt.asUintN(64, tsNs));
   Atomics.store(w.i32, b + F_STATE, STATE_SIGNALED);
   if (Atomics.load(w.i32, b + F_SLEEPERS) > 0) Atomics.notify(w.i32, b + F_STATE);
   bumpEpoch(w);
 }
 
 /** Signal `slot` now unless already signalled; true if this call did it. Callbacks are the caller's job. */
-export function publishSignal(w: World, slot: number, tsNs: number): boolean {
+export function publishSignal(w: World, slot: number, tsNs: number | bigint): boolean {
   if (!claimSignal(w, slot)) return false;
   finishSignal(w, slot, tsNs);
   return true;
@@ -908,9 +908,16 @@ export function slotFenceKind(w: World, slot: number): FenceKind {
   return w.i32[w.base(slot) + F_FKIND] as FenceKind;
 }
 
-/** Timestamp of a signalled slot, ns as a double. */
+/** Timestamp of a signalled slot, exact int64 ns. */
+export function slotTimestamp(w: World, slot: number): bigint {
+  const at = w.base(slot) + F_TIMESTAMP;
+  return BigInt.asIntN(64, (BigInt(w.i32[at + 1]! >>> 0) << 32n) | BigInt(w.i32[at]! >>> 0));
+}
+
+/** Timestamp of a signalled slot as a double (for ordering; exact below 2^53 ns). */
 export function slotTimestampNs(w: World, slot: number): number {
-  return w.f64[(w.base(slot) + F_TIMESTAMP) >> 1]!;
+  const at = w.base(slot) + F_TIMESTAMP;
+  return w.i32[at + 1]! * 4294967296 + (w.i32[at]! >>> 0);
 }
 
 /** True if the slot's state word says signalled. */

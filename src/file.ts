@@ -11,16 +11,16 @@
  * a file is released when the last fd in any thread is closed, or that thread exits.
  */
 import { fail } from './errors.js';
-import { adoptAsHold, allocSlot, hold, Kind, onRelease, readName, S_BODY, unhold, writeName } from './shared/slab.js';
+import { adoptAsHold, allocSlot, hold, Kind, onRelease, readName, S_DATA, unhold, writeName } from './shared/slab.js';
 import { H_INODE, world, type World } from './shared/world.js';
 
-export const FL_TYPE = S_BODY + 0;
-export const FL_PRIV = S_BODY + 1;
-export const FL_FLAGS = S_BODY + 2;
-/** Inode number, 64-bit at words 12-13 (8-byte aligned). */
-export const FL_INODE = S_BODY + 4;
-/** Per-type words, 14..31. */
-export const FL_AUX = S_BODY + 6;
+export const FL_TYPE = S_DATA + 0;
+export const FL_PRIV = S_DATA + 1;
+export const FL_FLAGS = S_DATA + 2;
+/** Inode number, 64-bit at words 14-15 (8-byte aligned). */
+export const FL_INODE = S_DATA + 4;
+/** Per-type words, 16..31. */
+export const FL_AUX = S_DATA + 6;
 export const FL_NAME = 32;
 export const FL_NAME_WORDS = 8;
 

@@ -28,26 +28,25 @@
 import { readFileSync } from 'node:fs';
 import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, DmaFence, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME,
-  F_TIMESTAMP,
   fenceAdoptSlot,
-  FenceKind, fenceViewIfAny, finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled,
+  FenceKind, fenceViewIfAny, finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
 } from './dma-fence.js';
 import { ERRNO, fail } from './errors.js';
 import { allocFile, fileGet, filePriv, filePut, FileType, fileType, registerFileType } from './file.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import {
-  allocSlot, copyName, Kind, onRelease, readName, ref, S_BODY, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
+  allocSlot, copyName, Kind, onRelease, readName, ref, S_DATA, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
 } from './shared/slab.js';
 import { ktimeNowNs } from './shared/wait.js';
 import { H_TIMELINE_HEAD, H_TIMELINE_LOCK, H_TIMELINE_TAIL, world, type World } from './shared/world.js';
 
 /* Timeline slot. */
-const TL_VALUE = S_BODY + 0;
-const TL_CTX_LO = S_BODY + 1;
-const TL_CTX_HI = S_BODY + 2;
-const TL_PT_HEAD = S_BODY + 3;
-const TL_PT_TAIL = S_BODY + 4;
+const TL_VALUE = S_DATA + 0;
+const TL_CTX_LO = S_DATA + 1;
+const TL_CTX_HI = S_DATA + 2;
+const TL_PT_HEAD = S_DATA + 3;
+const TL_PT_TAIL = S_DATA + 4;
 const TL_NAME = 32;
 const TL_NAME_WORDS = 8;
 
@@ -417,7 +416,7 @@ export function syncInfoText(): string {
         const pb = w.base(pt);
         let line = `  fence ${statusStr(w, pt)}`;
         if (slotSignaled(w, pt)) {
-          const ts = BigInt(Math.round(w.f64[(pb + F_TIMESTAMP) >> 1]!));
+          const ts = slotTimestamp(w, pt);
           line += `@${ts / 1_000_000_000n}.${String(ts % 1_000_000_000n).padStart(9, '0')}`;
         }
         out += `${line}: ${w.i32[pb + F_SEQ_LO]! >>> 0} / ${value}\n`;

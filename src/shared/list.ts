@@ -5,11 +5,11 @@
  * (LIST_PER_SLOT entries each). Containers use it for their members. The list
  * stores numbers only; references are the owner's business.
  */
-import { allocSlot, Kind, S_BODY, S_NEXT, unref } from './slab.js';
+import { allocSlot, Kind, S_DATA, S_NEXT, unref } from './slab.js';
 import type { World } from './world.js';
 
-const LS_COUNT = S_BODY;
-const LS_ENTRIES = S_BODY + 1;
+const LS_COUNT = S_DATA;
+const LS_ENTRIES = S_DATA + 1;
 export const LIST_PER_SLOT = 64 - LS_ENTRIES;
 
 /** Store `entries` in new List slots; returns the head slot. @throws ENOMEM (nothing allocated then). */

@@ -12,12 +12,12 @@
  * socket buffer would); there is no JS hook that sees a message being dropped.
  */
 import { fail } from '../errors.js';
-import { adoptAsHold, allocSlot, Kind, onRelease, ref, S_BODY, S_NEXT, slotGen, slotKind, unref } from './slab.js';
+import { adoptAsHold, allocSlot, Kind, onRelease, ref, S_DATA, S_NEXT, slotGen, slotKind, unref } from './slab.js';
 import { adoptWorld, world, type World } from './world.js';
 
-const PK_STATE = S_BODY + 0;
-const PK_COUNT = S_BODY + 1;
-const PK_ENTRIES = S_BODY + 2;
+const PK_STATE = S_DATA + 0;
+const PK_COUNT = S_DATA + 1;
+const PK_ENTRIES = S_DATA + 2;
 const PER_SLOT = 64 - PK_ENTRIES;
 /** SCM_MAX_FD: the most objects one packet may carry. */
 export const MAX_PACKET_OBJECTS = 253;

@@ -44,6 +44,13 @@ export const S_BODY = 8;
  * signal skip its notify).
  */
 export const S_SLEEPERS = S_BODY + 1;
+/**
+ * First word a kind may use for its data. Words S_BODY and S_SLEEPERS are the
+ * wait word and sleeper count in *every* kind: a stale sleeper of a fence may
+ * decrement S_SLEEPERS after the slot was reused by any other kind, so no kind
+ * may keep data there.
+ */
+export const S_DATA = S_BODY + 2;
 
 /** Object kinds. Fence kinds share the fence layout (dma-fence.ts). */
 export const enum Kind {
