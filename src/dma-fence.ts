@@ -36,12 +36,13 @@
  */
 import { ERRNO, fail } from './errors.js';
 import {
-  adoptAsHold, allocSlot, hold, Kind, localHolds, onRelease, readName, ref, S_BODY, S_SLEEPERS, slotGen, slotKind, slotRefs, unhold,
+  adoptAsHold, allocSlot, encodeName, hold, Kind, localHolds, onRelease, readName, ref, S_BODY, S_SLEEPERS, slotGen, slotKind, slotRefs, unhold,
   unref, writeName,
 } from './shared/slab.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import {
-  bumpEpoch, keepAlive, ktimeNowNs, multiWait, multiWaitAsync, nowMs, sleepOnWordAsync, spinWhile,
+  bumpEpoch, keepAlive, ktimeNowNs, multiWait, multiWaitAsync, nowMs, sleepOnWordAsync, spinEnabled, spinLearn,
+  spinWhile,
 } from './shared/wait.js';
 import { H_CONTEXT, H_STUB, onJoin, tid, world, type World } from './shared/world.js';
 
@@ -186,32 +187,46 @@ const PRIVATE = Symbol('dma_fence.private');
 
 /** Store a u64 given as number or bigint as [lo, hi] 32-bit words at `at`; numbers avoid BigInt. */
 export function storeU64(i32: Int32Array, at: number, v: number | bigint): void {
-  if (typeof v === 'number') {
-    i32[at] = v % 4294967296 | 0;
-    i32[at + 1] = Math.floor(v / 4294967296) | 0;
-  } else {
+  if (typeof v === 'number') storeU64Number(i32, at, v);
+  else {
     i32[at] = Number(v & 0xffffffffn) | 0;
     i32[at + 1] = Number((v >> 32n) & 0xffffffffn) | 0;
   }
 }
 
+function storeU64Number(i32: Int32Array, at: number, v: number): void {
+  if (v <= 0x7fffffff) {
+    i32[at] = v;
+    i32[at + 1] = 0;
+  } else {
+    i32[at] = v % 4294967296 | 0;
+    i32[at + 1] = (v / 4294967296) | 0;
+  }
+}
+
 /** Allocate a fence slot of `fkind` in `context`/`seqno`; returns the slot with one internal reference. */
 export function allocFenceSlot(
-  fkind: FenceKind, context: number | bigint, seqno: number | bigint, seqno64: boolean, driver: string,
-  timeline: string, syscall = 'dma_fence_init',
+  fkind: FenceKind, context: number | bigint, seqno: number | bigint, seqno64: boolean, driver: string | Int32Array,
+  timeline: string | Int32Array, syscall = 'dma_fence_init',
 ): number {
   const w = W ?? world();
-  const slot = allocSlot(w, Kind.Fence, syscall);
+  const slot = allocSlot(w, Kind.Fence, syscall, false);
   const b = w.base(slot);
   const i32 = w.i32;
+  // Every body word a fence reads is written here (allocSlot skipped the zeroing).
+  i32[b + F_ERROR] = 0;
+  for (let a = F_AUX; a < F_AUX + 8; a++) i32[a + b] = 0;
   storeU64(i32, b + F_CTX_LO, context);
   storeU64(i32, b + F_SEQ_LO, seqno);
   i32[b + F_FLAGS] = seqno64 ? DMA_FENCE_FLAG_SEQNO64 : 0;
   i32[b + F_FKIND] = fkind;
   i32[b + F_OWNER] = tid();
-  w.i64[(b + F_DEADLINE) >> 1] = NO_DEADLINE;
-  writeName(w, b + F_DRIVER_NAME, NAME_WORDS, driver);
-  if (timeline) writeName(w, b + F_TIMELINE_NAME, NAME_WORDS, timeline);
+  i32[b + F_DEADLINE] = -1; // NO_DEADLINE, as two words: no BigInt on the create path
+  i32[b + F_DEADLINE + 1] = 0x7fffffff;
+  if (typeof driver === 'string') writeName(w, b + F_DRIVER_NAME, NAME_WORDS, driver);
+  else i32.set(driver, b + F_DRIVER_NAME);
+  if (typeof timeline !== 'string') i32.set(timeline, b + F_TIMELINE_NAME);
+  else writeName(w, b + F_TIMELINE_NAME, NAME_WORDS, timeline);
   return slot;
 }
 
@@ -570,8 +585,11 @@ export class DmaFence implements Disposable {
       return true;
     }
     if (this.#peek()) {
+      // Done: either this call signals it, or another thread is between claim and
+      // publish. (Testing "signalled" and "being signalled" with two loads raced: the
+      // state can move 2 -> 1 between them.)
       this.#signal(ktimeNowNs());
-      return this.#isSignaledFlag() || Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALING;
+      return true;
     }
     return false;
   }
@@ -586,6 +604,8 @@ export class DmaFence implements Disposable {
   /** dma_fence_get_status: 0 pending, 1 signalled, negative error if signalled with one. */
   getStatus(): number {
     if (!this.isSignaled()) return 0;
+    // Another thread may be between claim and publish; its error is stored in between.
+    while (Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALING);
     const e = Atomics.load(W.i32, this.#b + F_ERROR);
     return e < 0 ? e : 1;
   }
@@ -827,13 +847,14 @@ function armPending(): void {
 
 /* ---- helpers shared with fence kinds (same file: they are the fence core) ---- */
 
-const opsNameCache = new WeakMap<DmaFenceOps, [string, string]>();
+const opsNameCache = new WeakMap<DmaFenceOps, [Int32Array, Int32Array]>();
 
-/** The names of `ops`, asked once per ops object (names of a timeline do not change). */
-function opsNames(ops: DmaFenceOps): [string, string] {
+/** The names of `ops`, asked once per ops object (names of a timeline do not change), stored encoded. */
+function opsNames(ops: DmaFenceOps): [Int32Array, Int32Array] {
   let names = opsNameCache.get(ops);
   if (!names) {
-    names = askOpsNames(ops);
+    const [d, t] = askOpsNames(ops);
+    names = [encodeName(d, NAME_WORDS), encodeName(t, NAME_WORDS)];
     opsNameCache.set(ops, names);
   }
   return names;
@@ -916,8 +937,11 @@ export function slotTimestamp(w: World, slot: number): bigint {
 
 /** Timestamp of a signalled slot as a double (for ordering; exact below 2^53 ns). */
 export function slotTimestampNs(w: World, slot: number): number {
-  const at = w.base(slot) + F_TIMESTAMP;
-  return w.i32[at + 1]! * 4294967296 + (w.i32[at]! >>> 0);
+  return tsOfBase(w, w.base(slot));
+}
+
+function tsOfBase(w: World, b: number): number {
+  return w.i32[b + F_TIMESTAMP + 1]! * 4294967296 + (w.i32[b + F_TIMESTAMP]! >>> 0);
 }
 
 /** True if the slot's state word says signalled. */
@@ -944,12 +968,17 @@ function remainingMs(r: number): number {
 
 function waitLeaf(w: World, b: number, timeoutMs: number, peek: () => boolean): number {
   const i32 = w.i32;
-  const deadline = nowMs() + timeoutMs;
+  const start = nowMs();
+  const deadline = start + timeoutMs;
+  const startNs = spinEnabled() ? ktimeNowNs() : 0;
   Atomics.add(i32, b + F_SLEEPERS, 1);
   try {
     for (;;) {
       const s = Atomics.load(i32, b + F_STATE);
-      if (s === STATE_SIGNALED || peek()) return Math.max(deadline - nowMs(), Number.MIN_VALUE);
+      if (s === STATE_SIGNALED || peek()) {
+        if (startNs) spinLearn((tsOfBase(w, b) - startNs) / 1e6);
+        return Math.max(deadline - nowMs(), Number.MIN_VALUE);
+      }
       const left = deadline - nowMs();
       if (left <= 0) return 0;
       if (spinWhile(i32, b + F_STATE, s)) continue;

@@ -139,10 +139,12 @@ export function reclaimCache(w: World, t: number): void {
 
 /**
  * Allocate a slot of `kind` with one *internal* reference (the caller converts it
- * to a hold with `adoptAsHold` when a wrapper takes it). Body words are zero,
- * except the sleeper count (see S_SLEEPERS). Throws ENOMEM when the table is full.
+ * to a hold with `adoptAsHold` when a wrapper takes it). The header and the wait
+ * word are zeroed; the body (from S_DATA) too unless `zeroBody` is false, for
+ * kinds that write every body word they read (fences: the hot path).
+ * The sleeper count is never touched (see S_SLEEPERS). Throws ENOMEM when full.
  */
-export function allocSlot(w: World, kind: Kind, syscall: string): number {
+export function allocSlot(w: World, kind: Kind, syscall: string, zeroBody = true): number {
   if (cacheHead < 0) refillCache(w);
   const slot = cacheHead;
   if (slot < 0) throw fail('ENOMEM', syscall, `shared object table is full (${w.capacity} slots; raise DMABUF_SLOTS)`);
@@ -150,10 +152,16 @@ export function allocSlot(w: World, kind: Kind, syscall: string): number {
   cacheHead = w.i32[b + S_NEXT]!;
   cacheLen--;
   publishCache(w);
-  w.i32.fill(0, b + S_HOLD0, b + S_SLEEPERS);
-  w.i32.fill(0, b + S_SLEEPERS + 1, b + SLOT_WORDS);
   // Plain stores: no other thread can reach the slot until it is published through an atomic.
-  w.i32[b + S_REFS] = 1;
+  const i32 = w.i32;
+  i32[b + S_HOLD0] = 0;
+  i32[b + S_HOLD1] = 0;
+  i32[b + S_LOCK] = 0;
+  i32[b + S_NEXT] = 0;
+  i32[b + S_PREV] = 0;
+  i32[b + S_BODY] = 0;
+  if (zeroBody) i32.fill(0, b + S_DATA, b + SLOT_WORDS);
+  i32[b + S_REFS] = 1;
   w.i32[b + S_KIND] = kind;
   return slot;
 }
@@ -292,7 +300,7 @@ const nameCache = new Map<string, Int32Array>();
 const NAME_CACHE_MAX = 1024;
 
 /** `name` as NUL-terminated UTF-8 in `words` words, cut like strscpy; cached per distinct name. */
-function encodeName(name: string, words: number): Int32Array {
+export function encodeName(name: string, words: number): Int32Array {
   const key = words === 8 ? name : `${words}:${name}`;
   let out = nameCache.get(key);
   if (out) return out;

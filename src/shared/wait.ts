@@ -89,8 +89,12 @@ let spinMs = 0;
  * Opt in to spinning for up to `maxMicros` µs before a leaf fence wait sleeps
  * (0, the default, turns it off), like Linux's busy-poll knob. Spinning costs a
  * core but skips the sleep/wake round trip when the signaller is about to fire.
- * It adapts: every spin that ends in a wake-up doubles the budget (up to the
- * maximum), every spin that runs out halves it (down to 1/16 of the maximum).
+ *
+ * It adapts from what each wait shows: the fence's signal timestamp minus the time
+ * the wait began is how long a spin would have needed (`spinLearn`). Needs that
+ * fit under the maximum pull the budget toward 1.5× the need; needs beyond it
+ * (spinning would not have helped) halve the budget, never below 1/8 of the
+ * maximum, so a thread notices when hand-offs become fast again.
  */
 export function setWaitSpin(maxMicros: number): void {
   if (typeof maxMicros !== 'number' || !(maxMicros >= 0) || maxMicros > 1e6) {
@@ -105,13 +109,21 @@ export function spinWhile(i32: Int32Array, at: number, expected: number): boolea
   if (spinMs <= 0) return false;
   const end = performance.now() + spinMs;
   do {
-    if (Atomics.load(i32, at) !== expected) {
-      spinMs = Math.min(spinMaxMs, spinMs * 2);
-      return true;
-    }
+    for (let i = 0; i < 64; i++) if (Atomics.load(i32, at) !== expected) return true;
   } while (performance.now() < end);
-  spinMs = Math.max(spinMaxMs / 16, spinMs / 2);
   return false;
+}
+
+/** True if spinning is switched on (`setWaitSpin`). */
+export function spinEnabled(): boolean {
+  return spinMaxMs > 0;
+}
+
+/** Feed back how long, in ms, the last wait needed until its fence signalled. */
+export function spinLearn(neededMs: number): void {
+  if (spinMaxMs <= 0) return;
+  if (neededMs <= spinMaxMs) spinMs += (Math.min(spinMaxMs, Math.max(neededMs * 1.5, spinMaxMs / 8)) - spinMs) / 4;
+  else spinMs = Math.max(spinMaxMs / 8, spinMs / 2);
 }
 
 /* ---- sleeping on one word ---- */
