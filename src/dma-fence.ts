@@ -207,7 +207,7 @@ function storeU64Number(i32: Int32Array, at: number, v: number): void {
 /** Allocate a fence slot of `fkind` in `context`/`seqno`; returns the slot with one internal reference. */
 export function allocFenceSlot(
   fkind: FenceKind, context: number | bigint, seqno: number | bigint, seqno64: boolean, driver: string | Int32Array,
-  timeline: string | Int32Array, syscall = 'dma_fence_init',
+  timeline: string | Int32Array | null, syscall = 'dma_fence_init',
 ): number {
   const w = W ?? world();
   const slot = allocSlot(w, Kind.Fence, syscall, false);
@@ -225,8 +225,8 @@ export function allocFenceSlot(
   i32[b + F_DEADLINE + 1] = 0x7fffffff;
   if (typeof driver === 'string') writeName(w, b + F_DRIVER_NAME, NAME_WORDS, driver);
   else i32.set(driver, b + F_DRIVER_NAME);
-  if (typeof timeline !== 'string') i32.set(timeline, b + F_TIMELINE_NAME);
-  else writeName(w, b + F_TIMELINE_NAME, NAME_WORDS, timeline);
+  if (typeof timeline === 'string') writeName(w, b + F_TIMELINE_NAME, NAME_WORDS, timeline);
+  else if (timeline !== null) i32.set(timeline, b + F_TIMELINE_NAME); // null: the caller writes it
   return slot;
 }
 
@@ -908,10 +908,58 @@ export function publishSignal(w: World, slot: number, tsNs: number | bigint): bo
 /** Signal a slot from any thread and run this thread's callbacks for it. */
 export function signalSlot(w: World, slot: number, error = 0): boolean {
   if (!claimSignal(w, slot)) return false;
-  if (error) Atomics.store(w.i32, w.base(slot) + F_ERROR, error);
+  const b = w.base(slot);
+  if (error) Atomics.store(w.i32, b + F_ERROR, error);
+  const ko = kindOps[w.i32[b + F_FKIND]!];
+  if (ko?.signalError && Atomics.load(w.i32, b + F_ERROR) === 0) {
+    Atomics.store(w.i32, b + F_ERROR, ko.signalError(w, slot));
+  }
   finishSignal(w, slot, ktimeNowNs());
   wrappers[slot]?.runCallbacks();
   return true;
+}
+
+/*
+ * Slot-level forms of isSignaled/wait for the uapi, whose fds already keep the
+ * fence alive: they skip creating a view and taking a reference per call. A view
+ * of this thread, if there is one, is used instead (it may carry driver ops and
+ * callbacks).
+ */
+
+/** `dma_fence_is_signaled` on a slot. */
+export function fenceSlotIsSignaled(w: World, slot: number): boolean {
+  const view = wrappers[slot];
+  if (view) return view.isSignaled();
+  if (Atomics.load(w.i32, w.base(slot) + F_STATE) === STATE_SIGNALED) return true;
+  if (!slotDone(w, slot)) return false;
+  signalSlot(w, slot);
+  return true; // signalled now, by this call or by a thread between claim and publish
+}
+
+/** `dma_fence_wait_timeout` on a leaf slot (see fenceIsLeaf), interruptible never. */
+export function fenceSlotWaitTimeout(w: World, slot: number, timeoutMs: number): number {
+  const view = wrappers[slot];
+  if (view) return view.waitTimeout(timeoutMs);
+  const b = w.base(slot);
+  Atomics.or(w.i32, b + F_FLAGS, DMA_FENCE_FLAG_ENABLE_SIGNAL);
+  if (fenceSlotIsSignaled(w, slot)) return timeoutMs === 0 ? 1 : timeoutMs;
+  if (timeoutMs === 0) return 0;
+  return remainingMs(waitLeaf(w, b, timeoutMs, () => slotDone(w, slot) && fenceSlotIsSignaled(w, slot)));
+}
+
+/**
+ * `dma_fence_enable_sw_signaling` on a slot. Without a view in this thread there
+ * are no driver ops or callbacks here to enable, so it only records the request.
+ */
+export function fenceSlotEnable(w: World, slot: number): void {
+  const view = wrappers[slot];
+  if (view) view.enableSwSignaling();
+  else Atomics.or(w.i32, w.base(slot) + F_FLAGS, DMA_FENCE_FLAG_ENABLE_SIGNAL);
+}
+
+/** True if slot `slot` is a leaf fence kind (waits sleep on its own word). */
+export function slotIsLeaf(w: World, slot: number): boolean {
+  return kindOps[w.i32[w.base(slot) + F_FKIND]!]?.leaf === true;
 }
 
 /**

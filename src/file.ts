@@ -61,7 +61,11 @@ export function allocFile(type: FileType, priv: number, flags: number, syscall: 
   w.i32[b + FL_TYPE] = type;
   w.i32[b + FL_PRIV] = priv;
   w.i32[b + FL_FLAGS] = flags;
-  w.i64[(b + FL_INODE) >> 1] = Atomics.add(w.i64, H_INODE >> 1, 1n);
+  // A 64-bit counter kept as two words so that creating a file needs no BigInt.
+  const lo = Atomics.add(w.i32, H_INODE, 1);
+  if (lo === -1) Atomics.add(w.i32, H_INODE + 1, 1);
+  w.i32[b + FL_INODE] = lo;
+  w.i32[b + FL_INODE + 1] = Atomics.load(w.i32, H_INODE + 1) - (lo === -1 ? 1 : 0);
   adoptAsHold(w, slot);
   return slot;
 }
@@ -83,7 +87,8 @@ export function fileFlags(w: World, slot: number): number {
 }
 
 export function fileInode(w: World, slot: number): bigint {
-  return w.i64[(w.base(slot) + FL_INODE) >> 1]!;
+  const at = w.base(slot) + FL_INODE;
+  return (BigInt(w.i32[at + 1]! >>> 0) << 32n) | BigInt(w.i32[at]! >>> 0);
 }
 
 export function fileName(w: World, slot: number): string {

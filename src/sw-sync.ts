@@ -36,7 +36,7 @@ import { allocFile, fileGet, filePriv, filePut, FileType, fileType, registerFile
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import {
-  allocSlot, copyName, Kind, onRelease, readName, ref, S_DATA, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
+  allocSlot, copyName, encodeName, Kind, onRelease, readName, ref, S_DATA, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
 } from './shared/slab.js';
 import { ktimeNowNs } from './shared/wait.js';
 import { H_TIMELINE_HEAD, H_TIMELINE_LOCK, H_TIMELINE_TAIL, world, type World } from './shared/world.js';
@@ -157,12 +157,14 @@ onRelease(Kind.Timeline, (w, tl) => {
   mutexUnlock(w, H_TIMELINE_LOCK);
 });
 
+const SW_SYNC_NAME = encodeName('sw_sync', TL_NAME_WORDS);
+
 /** sync_pt_create: returns a fence slot with one internal reference for the caller. */
 function ptCreate(w: World, tl: number, value: number): number {
   const b = w.base(tl);
   // Contexts stay far below 2^53, so the number form is exact and avoids BigInt here.
   const ctx = (w.i32[b + TL_CTX_HI]! >>> 0) * 4294967296 + (w.i32[b + TL_CTX_LO]! >>> 0);
-  const pt = allocFenceSlot(FenceKind.SwSync, ctx, value >>> 0, false, 'sw_sync', '', 'sw_sync_create_fence');
+  const pt = allocFenceSlot(FenceKind.SwSync, ctx, value >>> 0, false, SW_SYNC_NAME, null, 'sw_sync_create_fence');
   const pb = w.base(pt);
   copyName(w, b + TL_NAME, pb + F_TIMELINE_NAME, TL_NAME_WORDS);
   ref(w, tl); // every point references its timeline
@@ -262,6 +264,26 @@ registerFileType(FileType.SwSync, {
   name: 'sw_sync',
   release: (w, _file, tl) => timelineClose(w, tl),
 });
+
+/* ---- slot-level entry points (the uapi: the caller's fd keeps the file alive) ---- */
+
+/** SW_SYNC_IOC_CREATE_FENCE on timeline file `file`: a point slot with one internal reference. */
+export function swSyncCreatePointSlot(file: number, value: number): number {
+  const w = world();
+  return ptCreate(w, filePriv(w, file), value >>> 0);
+}
+
+/** SW_SYNC_IOC_INC on timeline file `file`. */
+export function swSyncIncFile(file: number, inc: number): void {
+  const w = world();
+  const tl = filePriv(w, file);
+  let v = inc >>> 0;
+  while (v > INT_MAX) {
+    timelineSignal(w, tl, INT_MAX);
+    v -= INT_MAX;
+  }
+  timelineSignal(w, tl, v);
+}
 
 /* ---- driver API ---- */
 
@@ -371,14 +393,7 @@ export class SwSyncTimeline implements Disposable {
   /** SW_SYNC_IOC_INC: advance the counter by `inc` (u32) and signal what it reached. */
   inc(inc: number): void {
     if (!Number.isInteger(inc) || inc < 0 || inc > 0xffffffff) throw new TypeError('inc: increment must be a u32');
-    const w = world();
-    const tl = this.#tl();
-    let v = inc;
-    while (v > INT_MAX) {
-      timelineSignal(w, tl, INT_MAX);
-      v -= INT_MAX;
-    }
-    timelineSignal(w, tl, v);
+    swSyncIncFile(this.file, inc);
   }
 
   /** Drop this handle; the last one anywhere is the file's release. */

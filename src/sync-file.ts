@@ -12,7 +12,7 @@
  * The file is shared: send its fd (uapi `sendFds`) or `share()` it, and the same
  * file — name, fence — is seen by the receiving thread.
  */
-import { DmaFence, fenceFromSlot, fenceRef, fenceUnref } from './dma-fence.js';
+import { DmaFence, fenceFromSlot, fenceRef, fenceSlotEnable, fenceSlotIsSignaled, fenceUnref } from './dma-fence.js';
 import { unwrap, unwrapMerge } from './dma-fence-unwrap.js';
 import { fail } from './errors.js';
 import {
@@ -38,6 +38,26 @@ registerFileType(FileType.SyncFile, {
   name: 'sync_file',
   release: (_w, _file, fence) => fenceUnref(fence),
 });
+
+/**
+ * sync_file_poll on file slot `file` (the caller keeps the file alive): the first
+ * poll enables signalling; POLLIN once the fence is signalled, else 0.
+ */
+export function syncFilePoll(file: number): number {
+  const w = world();
+  const fence = filePriv(w, file);
+  if (Atomics.compareExchange(w.i32, w.base(file) + SF_POLL_ENABLED, 0, 1) === 0) fenceSlotEnable(w, fence);
+  return fenceSlotIsSignaled(w, fence) ? POLLIN : 0;
+}
+
+/**
+ * sync_file_create for a fence slot whose internal reference the new file takes
+ * over. The calling thread holds the new file once. @throws ENOMEM (the caller
+ * still owns the reference then).
+ */
+export function syncFileCreateFromSlot(fence: number, syscall: string): number {
+  return allocFile(FileType.SyncFile, fence, 2 /* O_RDWR */, syscall);
+}
 
 /** A handle on a sync_file: one reference to the file. */
 export class SyncFile implements Disposable {
@@ -173,14 +193,7 @@ export class SyncFile implements Disposable {
    * fence is signalled (with or without error), else 0.
    */
   poll(): number {
-    const w = world();
-    const f = this.getFence();
-    try {
-      if (Atomics.compareExchange(w.i32, w.base(this.#file) + SF_POLL_ENABLED, 0, 1) === 0) f.enableSwSignaling();
-      return f.isSignaled() ? POLLIN : 0;
-    } finally {
-      f.put();
-    }
+    return syncFilePoll(this.file);
   }
 
   /** A token carrying one reference to this file to another thread. */

@@ -42,7 +42,7 @@ export const H_EPOCH = 6;
 export const H_MULTI = 7;
 /** 64-bit fence context counter (dma_fence_context_alloc), words 8-9. */
 export const H_CONTEXT = 8;
-/** 64-bit inode counter for anonymous files, words 10-11. */
+/** Inode counter for anonymous files: low word 10 (Atomics.add), high word 11 (carry). */
 export const H_INODE = 10;
 export const H_STUB = 12;
 /** Unused (was a live-slot counter; liveObjects() now scans). */
@@ -128,7 +128,7 @@ function createTable(): SharedArrayBuffer {
   i32[H_TIMELINE_HEAD] = -1;
   i32[H_TIMELINE_TAIL] = -1;
   new BigInt64Array(sab)[H_CONTEXT / 2] = 1n; // context 0 belongs to the stub fence
-  new BigInt64Array(sab)[H_INODE / 2] = 1n;
+  i32[H_INODE] = 1; // inode numbers start at 1
   crypto.getRandomValues(i32.subarray(H_TABLE_ID, H_TABLE_ID + 2));
   return sab;
 }

@@ -14,9 +14,9 @@
  * anything else re-checks on every signal in the world (shared/wait.ts).
  */
 import { fail } from '../errors.js';
-import { fenceFromSlot, fenceIsLeaf, type DmaFence } from '../dma-fence.js';
+import { fenceFromSlot, fenceSlotWaitTimeout, slotIsLeaf } from '../dma-fence.js';
 import { filePriv, FileType, fileType } from '../file.js';
-import { SyncFile } from '../sync-file.js';
+import { syncFilePoll } from '../sync-file.js';
 import { multiWait, multiWaitAsync } from '../shared/wait.js';
 import { world } from '../shared/world.js';
 import { POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT } from './constants.js';
@@ -40,14 +40,7 @@ export function registerPoll(type: FileType, op: PollOp): void {
   pollOps[type] = op;
 }
 
-registerPoll(FileType.SyncFile, (file) => {
-  const sf = SyncFile.fromFile(file);
-  try {
-    return sf.poll();
-  } finally {
-    sf.close();
-  }
-});
+registerPoll(FileType.SyncFile, syncFilePoll);
 
 interface Entry {
   fd: number;
@@ -87,15 +80,14 @@ function scan(entries: Entry[]): number {
   return n;
 }
 
-/** The leaf fence to sleep on when polling exactly one sync_file for POLLIN, else undefined. */
-function singleLeaf(entries: Entry[]): DmaFence | undefined {
-  if (entries.length !== 1 || !(entries[0]!.events & POLLIN)) return undefined;
+/** The leaf fence slot to sleep on when polling exactly one sync_file for POLLIN, else -1. */
+function singleLeaf(entries: Entry[]): number {
+  if (entries.length !== 1 || !(entries[0]!.events & POLLIN)) return -1;
+  const w = world();
   const file = fdFileOrNone(entries[0]!.fd);
-  if (file < 0 || fileType(world(), file) !== FileType.SyncFile) return undefined;
-  const f = fenceFromSlot(filePriv(world(), file));
-  if (fenceIsLeaf(f)) return f;
-  f.put();
-  return undefined;
+  if (file < 0 || fileType(w, file) !== FileType.SyncFile) return -1;
+  const fence = filePriv(w, file);
+  return slotIsLeaf(w, fence) ? fence : -1;
 }
 
 function writeBack(fds: unknown[], entries: Entry[]): void {
@@ -111,12 +103,8 @@ export function poll(fds: PollFd[], timeoutMs: number): number {
   let n = scan(entries);
   if (n === 0 && timeout > 0) {
     const leaf = singleLeaf(entries);
-    if (leaf) {
-      try {
-        leaf.waitTimeout(timeout);
-      } finally {
-        leaf.put();
-      }
+    if (leaf >= 0) {
+      fenceSlotWaitTimeout(world(), leaf, timeout); // this thread's fd keeps the fence alive
       n = scan(entries);
     } else {
       multiWait(world(), () => (n = scan(entries)) > 0, timeout);
@@ -133,11 +121,13 @@ export async function pollAsync(fds: PollFd[], timeoutMs: number): Promise<numbe
   let n = scan(entries);
   if (n === 0 && timeout > 0) {
     const leaf = singleLeaf(entries);
-    if (leaf) {
+    if (leaf >= 0) {
+      // Across the await the fd may be closed: hold the fence through a view.
+      const f = fenceFromSlot(leaf);
       try {
-        await leaf.waitTimeoutAsync(timeout);
+        await f.waitTimeoutAsync(timeout);
       } finally {
-        leaf.put();
+        f.put();
       }
       n = scan(entries);
     } else {

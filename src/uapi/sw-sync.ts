@@ -10,8 +10,9 @@
  */
 import { fail } from '../errors.js';
 import { FileType } from '../file.js';
-import { swSyncGetDeadline, SwSyncTimeline, syncInfoText } from '../sw-sync.js';
-import { SyncFile } from '../sync-file.js';
+import { fenceUnref } from '../dma-fence.js';
+import { swSyncCreatePointSlot, swSyncGetDeadline, swSyncIncFile, SwSyncTimeline, syncInfoText } from '../sw-sync.js';
+import { SyncFile, syncFileCreateFromSlot } from '../sync-file.js';
 import { SW_SYNC_GET_DEADLINE, SW_SYNC_IOC_CREATE_FENCE, SW_SYNC_IOC_INC } from './constants.js';
 import { fdFileOrNone, installFd, reserveFds } from './fd-table.js';
 import { notTty, registerIoctl } from './ioctl.js';
@@ -27,37 +28,26 @@ registerDevice('/dev/sw_sync', openTimeline);
 registerDevice('/sys/kernel/debug/sync/sw_sync', openTimeline);
 registerReadable('/sys/kernel/debug/sync/info', syncInfoText);
 
-function withTimeline<T>(file: number, fn: (tl: SwSyncTimeline) => T): T {
-  const tl = SwSyncTimeline.fromFile(file);
-  try {
-    return fn(tl);
-  } finally {
-    tl.close();
-  }
-}
-
 /** SW_SYNC_IOC_CREATE_FENCE: a sync_file fd for the point at `value`. */
 function createFence(file: number, arg: unknown): number {
   reserveFds(1, 'ioctl');
   const data = expectStruct(arg, 'ioctl');
   const value = u32(data, 'value', 'ioctl');
-  return withTimeline(file, (tl) => {
-    const fence = tl.createFence(value);
-    let sf: SyncFile;
-    try {
-      sf = SyncFile.create(fence);
-    } finally {
-      fence.put();
-    }
-    data['fence'] = installFd(sf.file, 'ioctl');
-    return 0;
-  });
+  const pt = swSyncCreatePointSlot(file, value);
+  let sf: number;
+  try {
+    sf = syncFileCreateFromSlot(pt, 'ioctl'); // the file takes the point's reference
+  } catch (e) {
+    fenceUnref(pt);
+    throw e;
+  }
+  data['fence'] = installFd(sf, 'ioctl');
+  return 0;
 }
 
 /** SW_SYNC_IOC_INC: advance the counter. */
 function inc(file: number, arg: unknown): number {
-  const value = scalarArg(arg, 'u32', 'ioctl');
-  withTimeline(file, (tl) => tl.inc(value));
+  swSyncIncFile(file, scalarArg(arg, 'u32', 'ioctl'));
   return 0;
 }
 
