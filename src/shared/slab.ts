@@ -63,6 +63,7 @@ export const enum Kind {
   Resv = 6,
   Buffer = 7,
   Attachment = 8,
+  WwMutex = 9,
 }
 
 type ReleaseHook = (w: World, slot: number) => void;

@@ -55,6 +55,8 @@ export const H_TIMELINE_HEAD = 16;
 export const H_TIMELINE_TAIL = 17;
 /** Lock of every dma_fence_chain `prev` pointer (garbage collection rewrites them). */
 export const H_CHAIN_LOCK = 18;
+/** ww_acquire_ctx stamp counter, 64-bit at words 22-23 (ww-mutex.ts). Stamps start at 1. */
+export const H_WW_STAMP = 22;
 /** Random 64-bit id of this table (words 20-21): SABs cloned by postMessage are new objects for the same memory. */
 export const H_TABLE_ID = 20;
 export const HEADER_WORDS = 256;
