@@ -342,6 +342,15 @@ async function perFence(): Promise<void> {
   }, PER_FENCE);
   if (fired !== calls) throw new Error(`(b): ${calls} fences signalled but ${fired} callbacks ran`);
   fired = calls = 0;
+  // (a) and (b) stay private to this thread (no shared slot, no atomics) - the common case for a
+  // driver's fences. (c) is what a fence that other threads can see costs: a zero-timeout wait
+  // gives it its slot in the shared table, as share(), a sync_file or a container would.
+  const c = await bench('(c) same as (a), but shared: init + waitTimeout(0) + signal + put', (i) => {
+    const f = DmaFence.init(OPS, ctx, i);
+    f.waitTimeout(0);
+    f.signal();
+    f.put();
+  }, PER_FENCE);
   const fa = await bench('floor (a): plain JS fence, new + signal + put', (i) => {
     const f = new PlainFence(ctx, i);
     f.signal();
@@ -357,6 +366,7 @@ async function perFence(): Promise<void> {
   if (fired !== calls) throw new Error(`floor (b): ${calls} fences signalled but ${fired} callbacks ran`);
   ratio('(a)/floor (a)', a, fa, { op: '<=', value: 3 });
   ratio('(b)/floor (b)', b, fb, { op: '<=', value: 3 });
+  ratio('(c)/floor (a) a fence in the shared table', c, fa);
 }
 
 /* ---- 3. no wake syscall when nobody waits ---- */

@@ -36,7 +36,7 @@
  */
 import { ERRNO, fail } from './errors.js';
 import {
-  adoptAsHold, allocSlot, encodeName, hold, Kind, localHolds, onRelease, readName, ref, S_BODY, S_SLEEPERS, slotGen, slotKind, slotRefs, unhold,
+  adoptAsHold, allocSlot, encodeName, hold, Kind, localHolds, onCountLive, onRelease, readName, ref, S_BODY, S_SLEEPERS, slotGen, slotKind, slotRefs, unhold,
   unref, writeName,
 } from './shared/slab.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
@@ -259,10 +259,38 @@ export interface WaitAnyResult {
   idx: number;
 }
 
-/** A fence: this thread's view of one shared fence slot. */
+/** Fences of this thread still in private form: counted by liveObjects() like slots. */
+let privateLive = 0;
+onCountLive((kind) => (kind === undefined || kind === Kind.Fence ? privateLive : 0));
+
+/** `#slot` of a fence that is still private to its thread (no slot yet). */
+const PRIVATE_SLOT = -2;
+/** `#slot` of a view after its last put. */
+const DEAD_SLOT = -1;
+
+/**
+ * A fence: this thread's view of one shared fence slot — or, for a driver fence
+ * that has not left its thread yet, the fence itself.
+ *
+ * Private until shared: `DmaFence.init` makes a fence that lives in plain fields
+ * (no slot, no atomics: another thread cannot see it, so nothing needs
+ * synchronising). The first thing that needs it shared — `share()`, a sync_file,
+ * a container, a reservation object, any wait (all waits sleep on shared words) —
+ * gives it a slot and copies its state there (`#materialize`), transparently.
+ * Everything observable is the same in both forms.
+ */
 export class DmaFence implements Disposable {
   #slot: number;
   #b: number;
+  /* Private form (#slot === PRIVATE_SLOT). */
+  #pState = STATE_PENDING;
+  #pError = 0;
+  #pFlags = 0;
+  #pCtx: number | bigint = 0;
+  #pSeq: number | bigint = 0;
+  #pTs: number | bigint = 0;
+  #pDeadline: bigint | undefined;
+  #pRefs = 0;
   #cbs: DmaFenceFunc[] | null = null;
   #armed = false;
   #enabledHere = false;
@@ -275,7 +303,7 @@ export class DmaFence implements Disposable {
   constructor(key: symbol, slot: number) {
     if (key !== PRIVATE) throw new TypeError('use DmaFence.init() to create a fence');
     this.#slot = slot;
-    this.#b = W.base(slot);
+    this.#b = slot >= 0 ? W.base(slot) : 0;
   }
 
   /* ---- creation ---- */
@@ -307,10 +335,38 @@ export class DmaFence implements Disposable {
     }
     const ctx = checkU64(context, 'context', 'dma_fence_init');
     const seq = checkU64(seqno, 'seqno', 'dma_fence_init');
-    const names = opsNames(ops);
-    const f = fenceAdoptSlot(allocFenceSlot(FenceKind.Driver, ctx, seq, is64, names[0], names[1]));
+    if (!W) world();
+    opsNames(ops); // ask for the names now, as dma_fence_init's BUG_ON checks would
+    const f = new DmaFence(PRIVATE, PRIVATE_SLOT);
+    privateLive++;
     f.#ops = ops;
+    f.#pCtx = ctx;
+    f.#pSeq = seq;
+    f.#pFlags = is64 ? DMA_FENCE_FLAG_SEQNO64 : 0;
+    f.#pRefs = 1;
     return f;
+  }
+
+  /** Give a private fence its slot, copying its state there; a no-op for shared ones. */
+  #materialize(): void {
+    if (this.#slot !== PRIVATE_SLOT) return;
+    const names = opsNames(this.#ops!);
+    const slot = allocFenceSlot(FenceKind.Driver, this.#pCtx, this.#pSeq, false, names[0], names[1]);
+    const b = W.base(slot);
+    W.i32[b + F_FLAGS] = this.#pFlags;
+    W.i32[b + F_ERROR] = this.#pError;
+    if (this.#pDeadline !== undefined) recordDeadline(W, b, this.#pDeadline);
+    if (this.#pState === STATE_SIGNALED) publishSignal(W, slot, this.#pTs);
+    adoptAsHold(W, slot);
+    for (let i = 1; i < this.#pRefs; i++) hold(W, slot);
+    this.#slot = slot;
+    this.#b = b;
+    wrappers[slot] = this;
+    privateLive--;
+    if (this.#cbs !== null && this.#cbs.length > 0 && this.#pState !== STATE_SIGNALED && !this.#armScheduled) {
+      this.#armScheduled = true; // callbacks queued while private now need cross-thread delivery
+      if (toArm.push(this) === 1) queueMicrotask(armPending);
+    }
   }
 
   /**
@@ -346,43 +402,60 @@ export class DmaFence implements Disposable {
 
   /* ---- identity ---- */
 
-  /** @internal slot index in the shared table. */
+  /** @internal slot index in the shared table (a private fence gets one now). */
   get slot(): number {
     this.#check();
+    this.#materialize();
     return this.#slot;
   }
 
+  get #private(): boolean {
+    return this.#slot === PRIVATE_SLOT;
+  }
+
   get context(): bigint {
+    if (this.#private) return BigInt(this.#pCtx);
     const i32 = W.i32;
     return (BigInt(i32[this.#b + F_CTX_HI]! >>> 0) << 32n) | BigInt(i32[this.#b + F_CTX_LO]! >>> 0);
   }
 
   get seqno(): bigint {
+    if (this.#private) return BigInt(this.#pSeq);
     const i32 = W.i32;
     return (BigInt(i32[this.#b + F_SEQ_HI]! >>> 0) << 32n) | BigInt(i32[this.#b + F_SEQ_LO]! >>> 0);
   }
 
+  /** Low and high 32-bit words of the seqno (what the ordering compares). */
+  #seqWords(): [number, number] {
+    if (!this.#private) return [W.i32[this.#b + F_SEQ_LO]!, W.i32[this.#b + F_SEQ_HI]!];
+    const v = this.#pSeq;
+    if (typeof v === 'number') return [v % 4294967296 | 0, (v / 4294967296) | 0];
+    return [Number(v & 0xffffffffn) | 0, Number((v >> 32n) & 0xffffffffn) | 0];
+  }
+
   /** The fence's flag bits (DMA_FENCE_FLAG_*), plus SIGNALED/TIMESTAMP derived from state. */
   get flags(): number {
-    return Atomics.load(W.i32, this.#b + F_FLAGS);
+    return this.#private ? this.#pFlags : Atomics.load(W.i32, this.#b + F_FLAGS);
   }
 
   get driverName(): string {
+    if (this.#private) return askOpsNames(this.#ops!)[0];
     return readName(W, this.#b + F_DRIVER_NAME, NAME_WORDS);
   }
 
   get timelineName(): string {
+    if (this.#private) return askOpsNames(this.#ops!)[1];
     return readName(W, this.#b + F_TIMELINE_NAME, NAME_WORDS);
   }
 
   /** The error stored with `setError` (0 if none). Meaningful once signalled. */
   get error(): number {
-    return Atomics.load(W.i32, this.#b + F_ERROR);
+    return this.#private ? this.#pError : Atomics.load(W.i32, this.#b + F_ERROR);
   }
 
   /** @internal which implementation this fence belongs to. */
   get kind(): FenceKind {
-    return W.i32[this.#b + F_FKIND] as FenceKind;
+    return this.#private ? FenceKind.Driver : W.i32[this.#b + F_FKIND] as FenceKind;
   }
 
   /** True if the fence compares seqnos as 64-bit numbers. */
@@ -395,7 +468,8 @@ export class DmaFence implements Disposable {
   /** dma_fence_get: one more reference of this thread. Returns this same object. */
   get(): this {
     this.#check();
-    hold(W, this.#slot);
+    if (this.#private) this.#pRefs++;
+    else hold(W, this.#slot);
     return this;
   }
 
@@ -409,10 +483,12 @@ export class DmaFence implements Disposable {
     this.#check();
     const slot = this.#slot;
     if (this.#cbs !== null && this.#isSignaledFlag()) this.runCallbacks();
-    if (localHolds(slot) === 1 && this.#cbs && this.#cbs.length > 0 && !this.#isSignaledFlag()) {
-      if (slotRefs(W, slot) === 1) {
+    const last = this.#private ? this.#pRefs === 1 : localHolds(slot) === 1;
+    if (last && this.#cbs && this.#cbs.length > 0 && !this.#isSignaledFlag()) {
+      if (this.#private || slotRefs(W, slot) === 1) {
         // Nobody else can ever signal it: the kernel's "released with pending signals".
-        Atomics.store(W.i32, this.#b + F_ERROR, -ERRNO.EDEADLK);
+        if (this.#private) this.#pError = -ERRNO.EDEADLK;
+        else Atomics.store(W.i32, this.#b + F_ERROR, -ERRNO.EDEADLK);
         this.#signal(ktimeNowNs());
       } else {
         // Others hold it: keep this thread's reference until the callbacks have run.
@@ -425,11 +501,20 @@ export class DmaFence implements Disposable {
 
   #dropRef(): void {
     const slot = this.#slot;
+    if (slot === PRIVATE_SLOT) {
+      if (--this.#pRefs > 0) return;
+      privateLive--;
+      const ops = this.#ops;
+      this.#ops = undefined;
+      this.#slot = DEAD_SLOT;
+      ops?.release?.(this);
+      return;
+    }
     if (localHolds(slot) === 1) {
       const ops = this.#ops;
       wrappers[slot] = undefined;
       this.#ops = undefined;
-      this.#slot = -1;
+      this.#slot = DEAD_SLOT;
       ops?.release?.(this);
     }
     unhold(W, slot);
@@ -445,8 +530,7 @@ export class DmaFence implements Disposable {
    * @throws ENOMEM when the shared table is full.
    */
   share(): Packet {
-    this.#check();
-    return packSlots([this.#slot], 'dma_fence_share');
+    return packSlots([this.slot], 'dma_fence_share');
   }
 
   /**
@@ -464,7 +548,7 @@ export class DmaFence implements Disposable {
   }
 
   #check(): void {
-    if (this.#slot < 0) throw fail('EINVAL', 'dma_fence', 'fence used after its last put()');
+    if (this.#slot === DEAD_SLOT) throw fail('EINVAL', 'dma_fence', 'fence used after its last put()');
   }
 
   /* ---- ordering ---- */
@@ -476,7 +560,7 @@ export class DmaFence implements Disposable {
    */
   isLater(other: DmaFence): boolean {
     this.#sameContext(other, 'dma_fence_is_later');
-    return seqnoIsLater(W, this.#b, other.#b, this.is64);
+    return seqnoIsLater(this.#seqWords(), other.#seqWords(), this.is64);
   }
 
   /** dma_fence_is_later_or_same. */
@@ -490,14 +574,13 @@ export class DmaFence implements Disposable {
    */
   static later(f1: DmaFence, f2: DmaFence): DmaFence | null {
     f1.#sameContext(f2, 'dma_fence_later');
-    const l = seqnoIsLater(W, f1.#b, f2.#b, f1.is64) ? f1 : f2;
+    const l = seqnoIsLater(f1.#seqWords(), f2.#seqWords(), f1.is64) ? f1 : f2;
     return l.isSignaled() ? null : l;
   }
 
   #sameContext(other: DmaFence, syscall: string): void {
     if (!(other instanceof DmaFence)) throw new TypeError(`${syscall}: not a DmaFence`);
-    const i32 = W.i32;
-    if (i32[this.#b + F_CTX_LO] !== i32[other.#b + F_CTX_LO] || i32[this.#b + F_CTX_HI] !== i32[other.#b + F_CTX_HI]) {
+    if (this.context !== other.context) {
       throw fail('EINVAL', syscall, `fences of different contexts (${this.context} vs ${other.context}) cannot be ordered`);
     }
   }
@@ -505,6 +588,7 @@ export class DmaFence implements Disposable {
   /* ---- signalling ---- */
 
   #isSignaledFlag(): boolean {
+    if (this.#private) return this.#pState === STATE_SIGNALED;
     return Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALED;
   }
 
@@ -531,6 +615,14 @@ export class DmaFence implements Disposable {
   }
 
   #signal(tsNs: number | bigint): boolean {
+    if (this.#private) {
+      // Nobody else can see it: no claim, no publish, no wake-ups.
+      if (this.#pState === STATE_SIGNALED) return false;
+      this.#pState = STATE_SIGNALED;
+      this.#pTs = tsNs;
+      this.runCallbacks();
+      return true;
+    }
     if (!claimSignal(W, this.#slot)) return false;
     const ko = kindOps[this.kind];
     if (ko?.signalError && Atomics.load(W.i32, this.#b + F_ERROR) === 0) {
@@ -572,10 +664,11 @@ export class DmaFence implements Disposable {
     this.#check();
     if (!Number.isInteger(err)) throw new TypeError('setError: error must be an integer');
     if (err >= 0 || err < -4095) throw fail('EINVAL', 'dma_fence_set_error', `error ${err} is not a negative errno`);
-    if (Atomics.load(W.i32, this.#b + F_STATE) !== STATE_PENDING) {
-      throw fail('EINVAL', 'dma_fence_set_error', 'fence is already signalled');
-    }
-    Atomics.store(W.i32, this.#b + F_ERROR, err);
+    const pending = this.#private ? this.#pState === STATE_PENDING
+      : Atomics.load(W.i32, this.#b + F_STATE) === STATE_PENDING;
+    if (!pending) throw fail('EINVAL', 'dma_fence_set_error', 'fence is already signalled');
+    if (this.#private) this.#pError = err;
+    else Atomics.store(W.i32, this.#b + F_ERROR, err);
   }
 
   /** dma_fence_is_signaled: peeks the implementation, signalling if it says done. Does not enable signalling. */
@@ -604,6 +697,7 @@ export class DmaFence implements Disposable {
   /** dma_fence_get_status: 0 pending, 1 signalled, negative error if signalled with one. */
   getStatus(): number {
     if (!this.isSignaled()) return 0;
+    if (this.#private) return this.#pError < 0 ? this.#pError : 1;
     // Another thread may be between claim and publish; its error is stored in between.
     while (Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALING);
     const e = Atomics.load(W.i32, this.#b + F_ERROR);
@@ -615,6 +709,10 @@ export class DmaFence implements Disposable {
    * @throws EINVAL if the fence is not signalled (a WARN in the kernel).
    */
   timestamp(): bigint {
+    if (this.#private) {
+      if (this.#pState !== STATE_SIGNALED) throw fail('EINVAL', 'dma_fence_timestamp', 'fence is not signalled');
+      return typeof this.#pTs === 'bigint' ? this.#pTs : BigInt(Math.round(this.#pTs));
+    }
     for (;;) {
       const s = Atomics.load(W.i32, this.#b + F_STATE);
       if (s === STATE_SIGNALED) return slotTimestamp(W, this.#slot);
@@ -633,7 +731,13 @@ export class DmaFence implements Disposable {
   /** Returns false if the fence is (now) signalled. */
   #enable(): boolean {
     if (this.#isSignaledFlag()) return false;
-    const first = !(Atomics.or(W.i32, this.#b + F_FLAGS, DMA_FENCE_FLAG_ENABLE_SIGNAL) & DMA_FENCE_FLAG_ENABLE_SIGNAL);
+    let first: boolean;
+    if (this.#private) {
+      first = !(this.#pFlags & DMA_FENCE_FLAG_ENABLE_SIGNAL);
+      this.#pFlags |= DMA_FENCE_FLAG_ENABLE_SIGNAL;
+    } else {
+      first = !(Atomics.or(W.i32, this.#b + F_FLAGS, DMA_FENCE_FLAG_ENABLE_SIGNAL) & DMA_FENCE_FLAG_ENABLE_SIGNAL);
+    }
     const kind = this.kind;
     let keep = true;
     if (kind === FenceKind.Driver) {
@@ -658,7 +762,7 @@ export class DmaFence implements Disposable {
     if (this.#isSignaledFlag()) return -ERRNO.ENOENT;
     if (!this.#enable()) return -ERRNO.ENOENT;
     (this.#cbs ??= []).push(func);
-    if (!this.#armed && !this.#armScheduled) {
+    if (!this.#private && !this.#armed && !this.#armScheduled) {
       // Only a fence still pending when this job ends needs a wake-up from another thread.
       this.#armScheduled = true;
       if (toArm.push(this) === 1) queueMicrotask(armPending);
@@ -720,6 +824,7 @@ export class DmaFence implements Disposable {
   waitTimeout(timeoutMs: number, opts: WaitOptions = {}): number {
     this.#check();
     checkTimeout(timeoutMs, 'dma_fence_wait_timeout');
+    this.#materialize(); // waits sleep on shared words
     if (!this.#enable()) return timeoutMs === 0 ? 1 : timeoutMs;
     if ((opts.intr ?? true) && opts.signal?.aborted) return -ERRNO.ERESTARTSYS;
     if (timeoutMs === 0) return 0;
@@ -744,6 +849,7 @@ export class DmaFence implements Disposable {
   async waitTimeoutAsync(timeoutMs: number, opts: WaitOptions = {}): Promise<number> {
     this.#check();
     checkTimeout(timeoutMs, 'dma_fence_wait_timeout');
+    this.#materialize(); // waits sleep on shared words
     if (!this.#enable()) return timeoutMs === 0 ? 1 : timeoutMs;
     const abort = (opts.intr ?? true) ? opts.signal : undefined;
     if (abort?.aborted) return -ERRNO.ERESTARTSYS;
@@ -779,6 +885,7 @@ export class DmaFence implements Disposable {
       const i = first();
       return { ret: i >= 0 ? 1 : 0, idx: i };
     }
+    for (const f of fences) f.#materialize(); // the multi-wait sleeps on shared words
     for (let i = 0; i < fences.length; i++) if (!fences[i]!.#enable()) return { ret: timeoutMs, idx: i };
     if ((opts.intr ?? true) && opts.signal?.aborted) return { ret: -ERRNO.ERESTARTSYS, idx: -1 };
     const r = remainingMs(multiWait(W, () => first() >= 0, timeoutMs));
@@ -795,6 +902,7 @@ export class DmaFence implements Disposable {
       const i = first();
       return { ret: i >= 0 ? 1 : 0, idx: i };
     }
+    for (const f of fences) f.#materialize();
     for (let i = 0; i < fences.length; i++) if (!fences[i]!.#enable()) return { ret: timeoutMs, idx: i };
     const abort = (opts.intr ?? true) ? opts.signal : undefined;
     if (abort?.aborted) return { ret: -ERRNO.ERESTARTSYS, idx: -1 };
@@ -817,7 +925,8 @@ export class DmaFence implements Disposable {
     if (this.#isSignaledFlag()) return;
     const kind = this.kind;
     if (kind === FenceKind.Driver) {
-      recordDeadline(W, this.#b, deadlineNs);
+      if (!this.#private) recordDeadline(W, this.#b, deadlineNs);
+      else if (this.#pDeadline === undefined || deadlineNs < this.#pDeadline) this.#pDeadline = deadlineNs;
       this.#ops?.setDeadline?.(this, deadlineNs);
       return;
     }
@@ -826,6 +935,7 @@ export class DmaFence implements Disposable {
 
   /** Earliest deadline recorded for this fence, or undefined. */
   get deadline(): bigint | undefined {
+    if (this.#private) return this.#pDeadline;
     const d = Atomics.load(W.i64, (this.#b + F_DEADLINE) >> 1);
     return d === NO_DEADLINE ? undefined : d;
   }
@@ -860,7 +970,19 @@ function opsNames(ops: DmaFenceOps): [Int32Array, Int32Array] {
   return names;
 }
 
+const askedNames = new WeakMap<DmaFenceOps, [string, string]>();
+
+/** The names `ops` gives, asked once per ops object. */
 function askOpsNames(ops: DmaFenceOps): [string, string] {
+  let names = askedNames.get(ops);
+  if (!names) {
+    names = askOpsNamesNow(ops);
+    askedNames.set(ops, names);
+  }
+  return names;
+}
+
+function askOpsNamesNow(ops: DmaFenceOps): [string, string] {
   // Names are asked for once at init, with a stand-in fence: the ops receive the
   // fence object in the kernel, but names of a timeline do not depend on it.
   const d = String(ops.getDriverName(undefined as unknown as DmaFence));
@@ -868,15 +990,14 @@ function askOpsNames(ops: DmaFenceOps): [string, string] {
   return [d, t];
 }
 
-function seqnoIsLater(w: World, b1: number, b2: number, is64: boolean): boolean {
-  const i32 = w.i32;
+function seqnoIsLater(a: [number, number], b: [number, number], is64: boolean): boolean {
   if (is64) {
-    const h1 = i32[b1 + F_SEQ_HI]! >>> 0;
-    const h2 = i32[b2 + F_SEQ_HI]! >>> 0;
+    const h1 = a[1] >>> 0;
+    const h2 = b[1] >>> 0;
     if (h1 !== h2) return h1 > h2;
-    return i32[b1 + F_SEQ_LO]! >>> 0 > i32[b2 + F_SEQ_LO]! >>> 0;
+    return a[0] >>> 0 > b[0] >>> 0;
   }
-  return ((i32[b1 + F_SEQ_LO]! - i32[b2 + F_SEQ_LO]!) | 0) > 0;
+  return ((a[0] - b[0]) | 0) > 0;
 }
 
 /** __dma_fence_is_later on raw 32-bit seqnos (sw_sync's `signaled` test). */

@@ -1429,11 +1429,80 @@ describe('fences across worker threads', () => {
     await w.call({ op: 'receiveFence', name: 'f', token: f.share() });
     await w.call({ op: 'initFence', name: 'own', context: DmaFence.contextAlloc(), seqno: 1 });
     f.put();
-    assert.ok(liveObjects() >= before + 2);
+    // The worker's own fence is private to it (never shared, so not in the shared table; its
+    // heap goes with the thread); the fence it received is shared and held only by the worker now.
+    assert.ok(liveObjects() >= before + 1);
     await w.worker.terminate();
     await w.exited;
     assert.equal(await pollLiveObjects(before), before);
     refs.releaseAll();
+  });
+});
+
+/* ---- private until shared ---- */
+
+describe('a driver fence is private to its thread until something shares it', () => {
+  test('liveObjects() counts a private fence, and its last put() releases it', () => {
+    const before = liveObjects();
+    const f = DmaFence.init(ops(), DmaFence.contextAlloc(), 1);
+    assert.equal(liveObjects(), before + 1);
+    f.signal();
+    f.put();
+    assert.equal(liveObjects(), before);
+  });
+
+  test('state set while private (error, deadline, enable, references) is what another thread sees', async () => {
+    const before = liveObjects();
+    const w = new FenceWorker();
+    const ctx = DmaFence.contextAlloc();
+    const f = DmaFence.init64(ops(), ctx, 2n ** 40n + 7n);
+    f.get();
+    f.get(); // three references while private
+    f.setError(-ERRNO.ECANCELED);
+    f.setDeadline(5_000n);
+    f.setDeadline(3_000n);
+    f.enableSwSignaling();
+    await w.call({ op: 'receiveFence', name: 'f', token: f.share() }); // takes its slot now
+    assert.equal(await w.call({ op: 'deadline', name: 'f' }), 3_000n);
+    const flags = (await w.call({ op: 'flags', name: 'f' })) as number;
+    assert.ok(flags & DMA_FENCE_FLAG_ENABLE_SIGNAL);
+    assert.ok(flags & DMA_FENCE_FLAG_SEQNO64);
+    assert.equal(await w.call({ op: 'status', name: 'f' }), 0);
+    f.signal();
+    assert.equal(await w.call({ op: 'status', name: 'f' }), -ERRNO.ECANCELED);
+    f.put();
+    f.put();
+    assert.equal(f.seqno, 2n ** 40n + 7n, 'one reference of the three is left');
+    f.put();
+    await w.call({ op: 'put', name: 'f' });
+    await w.stop();
+    assert.equal(await pollLiveObjects(before), before);
+  });
+
+  test('a fence signalled while private arrives signalled, with its timestamp', async () => {
+    const w = new FenceWorker();
+    const f = DmaFence.init(ops(), DmaFence.contextAlloc(), 1);
+    f.signalTimestamp(123_456_789n);
+    await w.call({ op: 'receiveFence', name: 'f', token: f.share() });
+    assert.equal(await w.call({ op: 'status', name: 'f' }), 1);
+    assert.equal(f.timestamp(), 123_456_789n);
+    f.put();
+    await w.call({ op: 'put', name: 'f' });
+    await w.stop();
+  });
+
+  test('callbacks queued while private run in this thread when another thread signals after sharing', async () => {
+    const w = new FenceWorker();
+    const f = DmaFence.init(ops(), DmaFence.contextAlloc(), 1);
+    const ran = new Promise<number>((resolve) => {
+      assert.equal(f.addCallback((g) => resolve(g.getStatus())), 0);
+    });
+    await w.call({ op: 'receiveFence', name: 'f', token: f.share() });
+    await w.call({ op: 'signal', name: 'f' });
+    assert.equal(await ran, 1);
+    f.put();
+    await w.call({ op: 'put', name: 'f' });
+    await w.stop();
   });
 });
 

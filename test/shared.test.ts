@@ -29,11 +29,13 @@ test('a fence slot reused after addCallback + signal + put still wakes a waiter 
   const ctx = DmaFence.contextAlloc(1);
   // Leave an armed callback delivery behind on a slot, then free the slot.
   const first = DmaFence.init(ops, ctx, 1);
+  assert.equal(first.waitTimeout(0), 0); // any wait gives a private fence its shared slot
   first.addCallback(() => {});
   await Promise.resolve(); // end of job: the delivery is armed
   first.signal();
   first.put();
-  // The next fence of this thread reuses that slot (the per-thread cache is LIFO).
+  // The next fence of this thread to take a slot reuses that one (the per-thread cache is LIFO);
+  // share() below gives it its slot.
   const second = DmaFence.init(ops, ctx, 2);
   const w = worker();
   w.postMessage({ cmd: 'wait', token: second.share(), timeoutMs: 20_000 });
@@ -51,21 +53,23 @@ test('a fence slot reused after addCallback + signal + put still wakes a waiter 
 
 test('the table answers ENOMEM when full and recovers when objects are freed', () => {
   const script = `
-    const { DmaFence } = await import('dmabuf');
-    const ops = { getDriverName: () => 'x', getTimelineName: () => 'y' };
+    const { SwSyncTimeline } = await import('dmabuf');
+    // sw_sync points always live in the shared table (driver fences stay private until shared).
+    const tl = SwSyncTimeline.create('full');
     const fences = [];
     let code = 'none';
-    try { for (;;) fences.push(DmaFence.init(ops, 1, fences.length)); } catch (e) { code = e.code; }
+    try { for (;;) fences.push(tl.createFence(fences.length + 1)); } catch (e) { code = e.code; }
     const full = fences.length;
     for (const f of fences) f.put();
-    const again = DmaFence.init(ops, 1, 0); again.put();
+    const again = tl.createFence(1); again.put();
+    tl.close();
     console.log(JSON.stringify({ code, full }));`;
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
     cwd: new URL('../../', import.meta.url), env: { ...process.env, DMABUF_SLOTS: '256' }, encoding: 'utf8',
   });
   const { code, full } = JSON.parse(out) as { code: string; full: number };
   assert.equal(code, 'ENOMEM');
-  assert.ok(full > 200 && full <= 256, `about 256 fences fit, got ${full}`);
+  assert.ok(full > 200 && full <= 256, `about 256 points fit (less the timeline and its file), got ${full}`);
 });
 
 test('a terminated worker gives back the free slots it had cached (a 128-slot table stays usable)', () => {
@@ -73,15 +77,16 @@ test('a terminated worker gives back the free slots it had cached (a 128-slot ta
   const script = `
     const { Worker } = await import('node:worker_threads');
     const { once } = await import('node:events');
-    const { DmaFence, liveObjects } = await import('dmabuf');
+    const { SwSyncTimeline, liveObjects } = await import('dmabuf');
     const w = new Worker(new URL('./build-test/test/workers/shared-worker.js', 'file://' + process.cwd() + '/'), { execArgv: [] });
     w.postMessage({ cmd: 'churn', count: 100 });
     await once(w, 'message');
     await w.terminate();
-    const ops = { getDriverName: () => 'x', getTimelineName: () => 'y' };
+    const tl = SwSyncTimeline.create('after');
     const fences = [];
-    for (let i = 0; i < 100; i++) fences.push(DmaFence.init(ops, 1, i));
+    for (let i = 1; i <= 100; i++) fences.push(tl.createFence(i)); // points always take a slot
     for (const f of fences) f.put();
+    tl.close();
     console.log(JSON.stringify({ made: fences.length, live: liveObjects() }));`;
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
     cwd: new URL('../../', import.meta.url), env: { ...process.env, DMABUF_SLOTS: '128' }, encoding: 'utf8',

@@ -284,16 +284,28 @@ export function slotRefs(w: World, slot: number): number {
   return Atomics.load(w.i32, w.base(slot) + S_REFS);
 }
 
-/** Live objects in the whole table, in total or of one kind: the leak check's measure (a scan). */
+const liveCounters: Array<(kind: Kind | undefined) => number> = [];
+
+/** Count objects that live outside the table too (this thread's private fences). */
+export function onCountLive(counter: (kind: Kind | undefined) => number): void {
+  liveCounters.push(counter);
+}
+
+/**
+ * Live objects, in total or of one kind: the leak check's measure. Every object in
+ * the shared table (a scan), plus this thread's objects that have no slot yet.
+ */
 export function liveObjects(kind?: Kind): number {
   const w = world();
+  let extra = 0;
+  for (const c of liveCounters) extra += c(kind);
   const used = Atomics.load(w.i32, H_BUMP);
   let n = 0;
   for (let s = 0; s < used; s++) {
     const k = Atomics.load(w.i32, w.base(s) + S_KIND);
     if (k !== Kind.Free && (kind === undefined || k === kind)) n++;
   }
-  return n;
+  return n + extra;
 }
 
 const encoder = new TextEncoder();
