@@ -41,7 +41,7 @@ import {
 } from './shared/slab.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import {
-  bumpEpoch, keepAlive, ktimeNowNs, multiWait, multiWaitAsync, nowMs, sleepOnWordAsync, spinEnabled, spinLearn,
+  abortRace, bumpEpoch, keepAlive, orAborted, ktimeNowNs, multiWait, multiWaitAsync, nowMs, sleepOnWordAsync, spinEnabled, spinLearn,
   spinWhile,
 } from './shared/wait.js';
 import { H_CONTEXT, H_STUB, onJoin, tid, world, type World } from './shared/world.js';
@@ -1163,13 +1163,7 @@ async function waitLeafAsync(w: World, b: number, timeoutMs: number, abort?: Abo
   const deadline = nowMs() + timeoutMs;
   const release = keepAlive();
   Atomics.add(i32, b + F_SLEEPERS, 1);
-  let onAbort: (() => void) | undefined;
-  const aborted = abort
-    ? new Promise<'aborted'>((resolve) => {
-      onAbort = () => resolve('aborted');
-      abort.addEventListener('abort', onAbort, { once: true });
-    })
-    : undefined;
+  const race = abortRace(abort);
   try {
     for (;;) {
       if (abort?.aborted) return 'aborted';
@@ -1177,13 +1171,11 @@ async function waitLeafAsync(w: World, b: number, timeoutMs: number, abort?: Abo
       if (s === STATE_SIGNALED) return Math.max(deadline - nowMs(), Number.MIN_VALUE);
       const left = deadline - nowMs();
       if (left <= 0) return 0;
-      const p = sleepOnWordAsync(i32, b + F_STATE, s, left);
-      const r = aborted ? await Promise.race([p, aborted]) : await p;
-      if (r === 'aborted') return 'aborted';
+      if ((await orAborted(sleepOnWordAsync(i32, b + F_STATE, s, left), race)) === 'aborted') return 'aborted';
     }
   } finally {
     Atomics.sub(i32, b + F_SLEEPERS, 1);
-    if (onAbort) abort?.removeEventListener('abort', onAbort);
+    race.dispose();
     release();
   }
 }

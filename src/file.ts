@@ -12,6 +12,7 @@
  */
 import { fail } from './errors.js';
 import { adoptAsHold, allocSlot, hold, Kind, onRelease, readName, S_DATA, unhold, writeName } from './shared/slab.js';
+import { unpackSlots } from './shared/packet.js';
 import { H_INODE, world, type World } from './shared/world.js';
 
 export const FL_TYPE = S_DATA + 0;
@@ -112,6 +113,20 @@ export function filePut(slot: number): void {
 /** Check that `slot` is a live file of `type`. @throws EINVAL otherwise. */
 export function expectFile(w: World, slot: number, type: FileType, syscall: string): void {
   if (fileType(w, slot) !== type) throw fail('EINVAL', syscall, `object ${slot} is not a ${fileOps[type]?.name ?? 'file'}`);
+}
+
+/**
+ * Receive a token (shared/packet.ts) that must carry exactly one file of `type`:
+ * this thread now holds it. @throws EINVAL otherwise (nothing is kept then).
+ */
+export function receiveFile(token: unknown, type: FileType, syscall: string): number {
+  const w = world();
+  const slots = unpackSlots(token, syscall);
+  if (slots.length !== 1 || fileType(w, slots[0]!) !== type) {
+    for (const s of slots) unhold(w, s);
+    throw fail('EINVAL', syscall, `token does not carry one ${fileOps[type]?.name ?? 'file'}`);
+  }
+  return slots[0]!;
 }
 
 onRelease(Kind.File, (w, slot) => {

@@ -32,8 +32,8 @@ import {
   FenceKind, fenceViewIfAny, finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
 } from './dma-fence.js';
 import { ERRNO, fail } from './errors.js';
-import { allocFile, fileGet, filePriv, filePut, FileType, fileType, registerFileType } from './file.js';
-import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
+import { allocFile, fileGet, filePriv, filePut, FileType, receiveFile, registerFileType } from './file.js';
+import { packSlots, type Packet } from './shared/packet.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import {
   allocSlot, copyName, encodeName, Kind, onRelease, readName, ref, S_DATA, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
@@ -336,13 +336,7 @@ export class SwSyncTimeline implements Disposable {
 
   /** Receive a token made by `share()`. @throws EINVAL if it does not carry one sw_sync timeline. */
   static receive(token: unknown): SwSyncTimeline {
-    const slots = unpackSlots(token, 'sw_sync_receive');
-    const w = world();
-    if (slots.length !== 1 || fileType(w, slots[0]!) !== FileType.SwSync) {
-      for (const s of slots) filePut(s);
-      throw fail('EINVAL', 'sw_sync_receive', 'token does not carry one sw_sync timeline');
-    }
-    return new SwSyncTimeline(slots[0]!);
+    return new SwSyncTimeline(receiveFile(token, FileType.SwSync, 'sw_sync_receive'));
   }
 
   /** @internal the file slot. */

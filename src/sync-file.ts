@@ -16,9 +16,10 @@ import { DmaFence, fenceFromSlot, fenceRef, fenceSlotEnable, fenceSlotIsSignaled
 import { unwrap, unwrapMerge } from './dma-fence-unwrap.js';
 import { fail } from './errors.js';
 import {
-  allocFile, expectFile, FL_AUX, fileGet, fileName, filePriv, filePut, FileType, fileType, registerFileType, setFileName,
+  allocFile, expectFile, FL_AUX, fileGet, fileName, filePriv, filePut, FileType, fileType, receiveFile, registerFileType,
+  setFileName,
 } from './file.js';
-import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
+import { packSlots, type Packet } from './shared/packet.js';
 import { world } from './shared/world.js';
 
 /** Set once the first poll has enabled signalling (POLL_ENABLED). */
@@ -203,12 +204,7 @@ export class SyncFile implements Disposable {
 
   /** Receive a token made by `share()`. @throws EINVAL if it does not carry one sync_file. */
   static receive(token: unknown): SyncFile {
-    const slots = unpackSlots(token, 'sync_file_receive');
-    if (slots.length !== 1 || !SyncFile.isSyncFile(slots[0]!)) {
-      for (const s of slots) filePut(s);
-      throw fail('EINVAL', 'sync_file_receive', 'token does not carry one sync_file');
-    }
-    return new SyncFile(slots[0]!);
+    return new SyncFile(receiveFile(token, FileType.SyncFile, 'sync_file_receive'));
   }
 
   /** Drop this handle (fput); the last reference anywhere releases the file and its fence reference. */

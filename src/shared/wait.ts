@@ -126,6 +126,30 @@ export function spinLearn(neededMs: number): void {
   else spinMs = Math.max(spinMaxMs / 8, spinMs / 2);
 }
 
+/* ---- aborting async waits ---- */
+
+/** A promise that resolves to 'aborted' when `signal` aborts, and its clean-up. */
+export interface AbortRace {
+  readonly aborted: Promise<'aborted'> | undefined;
+  dispose(): void;
+}
+
+/** Race helper for async waits: `aborted` is undefined when there is no signal. */
+export function abortRace(signal: AbortSignal | undefined): AbortRace {
+  if (!signal) return { aborted: undefined, dispose: () => {} };
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<'aborted'>((resolve) => {
+    onAbort = () => resolve('aborted');
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  return { aborted, dispose: () => signal.removeEventListener('abort', onAbort!) };
+}
+
+/** Await `p`, or 'aborted' first if the race's signal aborts. */
+export function orAborted<T>(p: Promise<T>, race: AbortRace): Promise<T | 'aborted'> {
+  return race.aborted ? Promise.race([p, race.aborted]) : p;
+}
+
 /* ---- sleeping on one word ---- */
 
 /**
@@ -193,13 +217,7 @@ export async function multiWaitAsync(
   const deadline = nowMs() + timeoutMs;
   const release = keepAlive();
   Atomics.add(w.i32, H_MULTI, 1);
-  let onAbort: (() => void) | undefined;
-  const aborted = abort
-    ? new Promise<'aborted'>((resolve) => {
-      onAbort = () => resolve('aborted');
-      abort.addEventListener('abort', onAbort, { once: true });
-    })
-    : undefined;
+  const race = abortRace(abort);
   try {
     for (;;) {
       if (abort?.aborted) return 'aborted';
@@ -208,14 +226,11 @@ export async function multiWaitAsync(
       const left = deadline - nowMs();
       if (left <= 0) return 0;
       const r = Atomics.waitAsync(w.i32, H_EPOCH, epoch, left === Infinity ? undefined : left);
-      if (r.async) {
-        const woke = aborted ? await Promise.race([r.value, aborted]) : await r.value;
-        if (woke === 'aborted') return 'aborted';
-      }
+      if (r.async && (await orAborted(r.value, race)) === 'aborted') return 'aborted';
     }
   } finally {
     Atomics.sub(w.i32, H_MULTI, 1);
-    if (onAbort) abort?.removeEventListener('abort', onAbort);
+    race.dispose();
     release();
   }
 }

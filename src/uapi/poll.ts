@@ -96,11 +96,23 @@ function writeBack(fds: unknown[], entries: Entry[]): void {
   });
 }
 
-/** poll(2), blocking the calling thread. @returns the number of ready entries. @throws EFAULT, EINVAL. */
-export function poll(fds: PollFd[], timeoutMs: number): number {
+interface Started {
+  entries: Entry[];
+  timeout: number;
+  /** Ready count of the first pass. */
+  n: number;
+}
+
+/** Decode, validate and make the first pass: what both forms of poll start with. */
+function begin(fds: unknown, timeoutMs: unknown): Started {
   const entries = decode(fds);
   const timeout = checkTimeout(timeoutMs);
-  let n = scan(entries);
+  return { entries, timeout, n: scan(entries) };
+}
+
+/** poll(2), blocking the calling thread. @returns the number of ready entries. @throws EFAULT, EINVAL. */
+export function poll(fds: PollFd[], timeoutMs: number): number {
+  let { entries, timeout, n } = begin(fds, timeoutMs);
   if (n === 0 && timeout > 0) {
     const leaf = singleLeaf(entries);
     if (leaf >= 0) {
@@ -116,9 +128,7 @@ export function poll(fds: PollFd[], timeoutMs: number): number {
 
 /** poll(2) as a promise: the same result without blocking the event loop. */
 export async function pollAsync(fds: PollFd[], timeoutMs: number): Promise<number> {
-  const entries = decode(fds);
-  const timeout = checkTimeout(timeoutMs);
-  let n = scan(entries);
+  let { entries, timeout, n } = begin(fds, timeoutMs);
   if (n === 0 && timeout > 0) {
     const leaf = singleLeaf(entries);
     if (leaf >= 0) {
