@@ -1000,6 +1000,23 @@ function seqnoIsLater(a: [number, number], b: [number, number], is64: boolean): 
   return ((a[0] - b[0]) | 0) > 0;
 }
 
+/** dma_fence_is_later_or_same on two slots of one context, in `a`'s seqno mode. */
+export function slotIsLaterOrSame(w: World, a: number, b: number): boolean {
+  if (a === b) return true;
+  const ba = w.base(a);
+  const bb = w.base(b);
+  const i32 = w.i32;
+  const is64 = (i32[ba + F_FLAGS]! & DMA_FENCE_FLAG_SEQNO64) !== 0;
+  return seqnoIsLater([i32[ba + F_SEQ_LO]!, i32[ba + F_SEQ_HI]!], [i32[bb + F_SEQ_LO]!, i32[bb + F_SEQ_HI]!], is64);
+}
+
+/** True if slots `a` and `b` are fences of the same context. */
+export function slotSameContext(w: World, a: number, b: number): boolean {
+  const ba = w.base(a);
+  const bb = w.base(b);
+  return w.i32[ba + F_CTX_LO] === w.i32[bb + F_CTX_LO] && w.i32[ba + F_CTX_HI] === w.i32[bb + F_CTX_HI];
+}
+
 /** __dma_fence_is_later on raw 32-bit seqnos (sw_sync's `signaled` test). */
 export function seqno32IsLater(a: number, b: number): boolean {
   return ((a - b) | 0) > 0;

@@ -24,6 +24,11 @@ export {
 } from './dma-fence-chain.js';
 export { dedupArray, unwrap, unwrapMerge } from './dma-fence-unwrap.js';
 export { POLLIN, SyncFile, type SyncFenceInfo } from './sync-file.js';
+export { WwAcquireCtx, WwMutex, type WwLockOptions } from './ww-mutex.js';
+export {
+  DMA_RESV_USAGE_BOOKKEEP, DMA_RESV_USAGE_KERNEL, DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, DmaResv, DmaResvLocked,
+  dmaResvUsageRw, type DmaResvEntry, type DmaResvUnlockedEntry, type DmaResvUsage,
+} from './dma-resv.js';
 
 // The main thread joins at import, so Workers it creates afterwards inherit the table.
 if (isMainThread) world();

@@ -1,11 +1,13 @@
 /**
  * DOC: slot lists
  *
- * A fixed list of slot numbers stored in shared memory as a chain of List slots
- * (LIST_PER_SLOT entries each). Containers use it for their members. The list
- * stores numbers only; references are the owner's business.
+ * A list of numbers stored in shared memory as a chain of List slots
+ * (LIST_PER_SLOT entries each). Containers use it for their members, reservation
+ * objects for their fence arrays. The list stores numbers only; references to what
+ * they name are the owner's business. A chain owns its tail: dropping the last
+ * reference to the head frees every chunk (the head can be referenced by readers).
  */
-import { allocSlot, Kind, S_DATA, S_NEXT, unref } from './slab.js';
+import { allocSlot, Kind, onRelease, S_DATA, S_NEXT, unref } from './slab.js';
 import type { World } from './world.js';
 
 const LS_COUNT = S_DATA;
@@ -16,8 +18,11 @@ export const LIST_PER_SLOT = 64 - LS_ENTRIES;
 export function listCreate(w: World, entries: readonly number[], syscall: string): number {
   const chain: number[] = [];
   try {
-    do chain.push(allocSlot(w, Kind.List, syscall));
-    while (chain.length * LIST_PER_SLOT < entries.length);
+    do {
+      const slot = allocSlot(w, Kind.List, syscall);
+      w.i32[w.base(slot) + S_NEXT] = -1; // no tail yet: the release hook follows S_NEXT
+      chain.push(slot);
+    } while (chain.length * LIST_PER_SLOT < entries.length);
   } catch (e) {
     for (const s of chain) unref(w, s);
     throw e;
@@ -52,12 +57,42 @@ export function listAt(w: World, head: number, i: number): number {
   }
   if (s < 0) return -1;
   const b = w.base(s);
-  return i < w.i32[b + LS_COUNT]! ? w.i32[b + LS_ENTRIES + i]! : -1;
+  return i < w.i32[b + LS_COUNT]! ? Atomics.load(w.i32, b + LS_ENTRIES + i) : -1;
 }
 
-/** Free the List slots of `head` (not the slots they name). */
+/** Drop the owner's reference to list `head`; the chain is freed with its last reference. */
 export function listFree(w: World, head: number): void {
-  const chain: number[] = [];
-  for (let s = head; s >= 0; s = w.i32[w.base(s) + S_NEXT]!) chain.push(s);
-  for (const s of chain) unref(w, s);
+  unref(w, head);
 }
+
+/** A list of `capacity` entries, all 0. @throws ENOMEM (nothing allocated then). */
+export function listAlloc(w: World, capacity: number, syscall: string): number {
+  return listCreate(w, new Array<number>(Math.max(1, capacity)).fill(0), syscall);
+}
+
+/** Set entry `i` of list `head` (within its capacity). */
+export function listSet(w: World, head: number, i: number, value: number): void {
+  let s = head;
+  while (i >= LIST_PER_SLOT) {
+    s = w.i32[w.base(s) + S_NEXT]!;
+    i -= LIST_PER_SLOT;
+  }
+  Atomics.store(w.i32, w.base(s) + LS_ENTRIES + i, value);
+}
+
+/* A chunk owns the next one: freeing the head frees the chain, iteratively. */
+onRelease(Kind.List, (w, slot) => {
+  let next = w.i32[w.base(slot) + S_NEXT]!;
+  w.i32[w.base(slot) + S_NEXT] = -1;
+  while (next >= 0) {
+    const b = w.base(next);
+    if (Atomics.load(w.i32, b + 2 /* S_REFS */) !== 1) {
+      unref(w, next);
+      return;
+    }
+    const after = w.i32[b + S_NEXT]!;
+    w.i32[b + S_NEXT] = -1; // freed below without recursing into the rest
+    unref(w, next);
+    next = after;
+  }
+});
