@@ -242,6 +242,10 @@ function checkU64(v: number | bigint, what: string, syscall: string): number | b
   return v;
 }
 
+function asNumberIfSafe(v: number | bigint): number | bigint {
+  return typeof v === 'bigint' && v <= 9007199254740991n ? Number(v) : v;
+}
+
 function checkTimeout(timeoutMs: number, syscall: string): void {
   if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) throw new TypeError(`${syscall}: timeout must be a number of ms`);
   if (timeoutMs < 0) throw fail('EINVAL', syscall, `negative timeout ${timeoutMs}`);
@@ -333,8 +337,9 @@ export class DmaFence implements Disposable {
       || typeof ops.getTimelineName !== 'function') {
       throw new TypeError('dma_fence_init: ops must provide getDriverName() and getTimelineName()');
     }
-    const ctx = checkU64(context, 'context', 'dma_fence_init');
-    const seq = checkU64(seqno, 'seqno', 'dma_fence_init');
+    // Contexts and seqnos within 2^53 are kept as numbers: storing them then needs no BigInt.
+    const ctx = asNumberIfSafe(checkU64(context, 'context', 'dma_fence_init'));
+    const seq = asNumberIfSafe(checkU64(seqno, 'seqno', 'dma_fence_init'));
     if (!W) world();
     opsNames(ops); // ask for the names now, as dma_fence_init's BUG_ON checks would
     const f = new DmaFence(PRIVATE, PRIVATE_SLOT);
@@ -1006,8 +1011,10 @@ export function slotIsLaterOrSame(w: World, a: number, b: number): boolean {
   const ba = w.base(a);
   const bb = w.base(b);
   const i32 = w.i32;
-  const is64 = (i32[ba + F_FLAGS]! & DMA_FENCE_FLAG_SEQNO64) !== 0;
-  return seqnoIsLater([i32[ba + F_SEQ_LO]!, i32[ba + F_SEQ_HI]!], [i32[bb + F_SEQ_LO]!, i32[bb + F_SEQ_HI]!], is64);
+  if (!(i32[ba + F_FLAGS]! & DMA_FENCE_FLAG_SEQNO64)) return ((i32[ba + F_SEQ_LO]! - i32[bb + F_SEQ_LO]!) | 0) > 0;
+  const h1 = i32[ba + F_SEQ_HI]! >>> 0;
+  const h2 = i32[bb + F_SEQ_HI]! >>> 0;
+  return h1 !== h2 ? h1 > h2 : i32[ba + F_SEQ_LO]! >>> 0 > i32[bb + F_SEQ_LO]! >>> 0;
 }
 
 /** True if slots `a` and `b` are fences of the same context. */

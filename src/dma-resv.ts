@@ -33,7 +33,7 @@
  */
 import {
   DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef, fenceSlotIsSignaled, slotDone, slotIsLaterOrSame,
-  slotSameContext, type WaitOptions,
+  slotSameContext, slotSignaled, type WaitOptions,
 } from './dma-fence.js';
 import { dmaFenceArrayCreate, isContainer } from './dma-fence-array.js';
 import { fail } from './errors.js';
@@ -359,13 +359,36 @@ export class DmaResv implements Disposable {
     }
   }
 
-  /** dma_resv_test_signaled: true iff no unsignalled fence with usage ≤ `usage`. */
+  /**
+   * dma_resv_test_signaled: true iff no unsignalled fence with usage ≤ `usage`.
+   * Reads without taking references, as the kernel reads under RCU: fences in a
+   * resv are leaves (containers are refused), so a state read is one word, and the
+   * read is kept only if the array was not replaced and the entry still names the
+   * fence afterwards (then the array held the fence throughout). A fence some other
+   * thread is signalling right now (claimed, not yet published) still counts as
+   * pending for this instant.
+   */
   testSignaled(usage: DmaResvUsage): boolean {
     checkUsage(usage, 'dma_resv_test_signaled');
     const w = world();
-    const pending = snapshot(w, this.#b, usage);
-    for (const [f] of pending) unref(w, f);
-    return pending.length === 0;
+    const b = this.#b;
+    retry: for (;;) {
+      const seq = Atomics.load(w.i32, b + RV_SEQ);
+      const arr = Atomics.load(w.i32, b + RV_ARRAY);
+      if (arr < 0) return true;
+      const num = Atomics.load(w.i32, b + RV_NUM);
+      for (let i = 0; i < num; i++) {
+        const e = listAt(w, arr, i);
+        if (e < 0 || entryUsage(e) > usage) continue;
+        const f = entryFence(e);
+        // Only the state word: on a slot reused mid-read, kind-specific words could be garbage
+        // (and out of range) before the validation below discards the read.
+        const done = f < w.capacity && slotSignaled(w, f);
+        if (Atomics.load(w.i32, b + RV_SEQ) !== seq || listAt(w, arr, i) !== e) continue retry;
+        if (!done) return false;
+      }
+      if (Atomics.load(w.i32, b + RV_SEQ) === seq) return true;
+    }
   }
 
   /**
@@ -444,7 +467,7 @@ export class DmaResvLocked implements Disposable {
   /** dma_resv_unlock: also ends any reservation (the debug clamp, always on). */
   unlock(): void {
     const w = this.#held('dma_resv_unlock');
-    Atomics.store(w.i32, this.#b + RV_LIMIT, w.i32[this.#b + RV_NUM]!);
+    w.i32[this.#b + RV_LIMIT] = w.i32[this.#b + RV_NUM]!;
     this.#live = false;
     this.#onUnlock();
     this.#ww.unlock();
@@ -465,7 +488,9 @@ export class DmaResvLocked implements Disposable {
     const num = w.i32[b + RV_NUM]!;
     const max = w.i32[b + RV_MAX]!;
     if (max - num < n) this.#grow(w, Math.max(num + n, 2 * max, max === 0 ? Math.max(4, nextPow2(n)) : 0));
-    Atomics.store(w.i32, b + RV_LIMIT, Math.max(w.i32[b + RV_LIMIT]!, w.i32[b + RV_NUM]! + n));
+    // RV_LIMIT is read and written only by the lock holder: plain stores.
+    const limit = w.i32[b + RV_NUM]! + n;
+    if (limit > w.i32[b + RV_LIMIT]!) w.i32[b + RV_LIMIT] = limit;
   }
 
   /** Replace the array by one of `capacity`, keeping the unsignalled fences in order. */

@@ -714,6 +714,22 @@ test('a worker terminated while holding a ww-mutex: the next lock() here returns
   assert.ok(warnings.length >= 1);
 });
 
+test('a worker that exits normally while holding a ww-mutex releases it (ownerDied), even if its tid is reused', async (t) => {
+  const [m] = mutexes(t, 1);
+  const w = new WwWorker();
+  await w.call({ op: 'receive', m: 'm', token: m!.share() });
+  assert.equal(await w.call({ op: 'lock', m: 'm', ctx: null }), 0);
+  await w.call({ op: 'exit' });
+  await w.exited;
+  // A new worker may take the dead one's tid at once: the lock must not look held by it.
+  const next = new WwWorker();
+  t.after(() => next.stop());
+  await next.call({ op: 'receive', m: 'm', token: m!.share() });
+  assert.equal(m!.trylock(), true, 'released by the exiting thread itself');
+  assert.equal(m!.ownerDied, true);
+  m!.unlock();
+});
+
 test('a waiter here is woken when the worker holding the mutex is terminated', async (t) => {
   const [m] = mutexes(t, 1);
   const w = new WwWorker();

@@ -4,7 +4,8 @@
  * A worker that exits has its references dropped as a process exit drops fds:
  *
  * - Normal exit: the worker's own `process.on('exit')` runs the exit hooks (the
- *   fd table closes every fd, so file release runs in order) and drops every
+ *   fd table closes every fd, so file release runs in order), releases any lock it
+ *   still holds (as for a dead owner: flagged and reported), and drops every
  *   remaining hold.
  * - Termination (`worker.terminate()`, an uncaught error): the worker runs no more
  *   JS, so another thread does it. Every joined thread listens to Node's
@@ -39,16 +40,21 @@ export function onThreadExit(hook: () => void): void {
   exitHooks.push(hook);
 }
 
-/** Reap thread `t` of world `w`. Returns the number of objects let go of. */
-export function reapThread(w: World, t: number): number {
-  const at = THREAD_BASE + t * THREAD_WORDS + T_STATE;
-  if (Atomics.compareExchange(w.i32, at, THREAD_ALIVE, THREAD_REAPING) !== THREAD_ALIVE) return 0;
+/** Release every lock thread `t` still holds (plain mutexes and the registered ww-mutexes). */
+function releaseLocksOf(w: World, t: number): void {
   releaseIfOwnedBy(w, H_ALLOC_LOCK, t);
   releaseIfOwnedBy(w, H_TIMELINE_LOCK, t);
   releaseIfOwnedBy(w, H_CHAIN_LOCK, t);
   const used = Atomics.load(w.i32, H_BUMP);
   for (let s = 0; s < used; s++) releaseIfOwnedBy(w, w.base(s) + S_LOCK, t);
   for (const scan of lockScanners) scan(w, t);
+}
+
+/** Reap thread `t` of world `w`. Returns the number of objects let go of. */
+export function reapThread(w: World, t: number): number {
+  const at = THREAD_BASE + t * THREAD_WORDS + T_STATE;
+  if (Atomics.compareExchange(w.i32, at, THREAD_ALIVE, THREAD_REAPING) !== THREAD_ALIVE) return 0;
+  releaseLocksOf(w, t);
   const n = reclaimHolds(w, t);
   reclaimCache(w, t);
   Atomics.store(w.i32, at, THREAD_FREE);
@@ -78,6 +84,7 @@ onJoin((w, myTid) => {
           // exit must go on; the reaper below drops what is left
         }
       }
+      releaseLocksOf(w, myTid); // a lock held at exit is released as a dead owner's would be
       dropAllHolds(w);
       reclaimCache(w, myTid);
       const at = THREAD_BASE + myTid * THREAD_WORDS + T_STATE;

@@ -19,6 +19,7 @@ export type Command =
   | { op: 'held'; ctx: string }
   | { op: 'fini'; ctx: string }
   | { op: 'put'; m: string }
+  | { op: 'exit' }
   | {
     op: 'stress';
     /** Mutexes to use, by name; counters[i] belongs to ms[i]. */
@@ -170,6 +171,9 @@ function run(c: Command): unknown {
       return null;
     case 'stress':
       return stress(c);
+    case 'exit':
+      setImmediate(() => process.exit(0)); // a normal exit, after this reply: exit hooks run
+      return null;
   }
 }
 
