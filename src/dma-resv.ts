@@ -32,7 +32,7 @@
  * (then check the entry still names it), so nothing they read is freed under them.
  */
 import {
-  DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef, fenceSlotIsSignaled, slotDone, slotIsLaterOrSame,
+  DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef, fenceSlotIsSignaled, fenceViewIfAny, slotIsLaterOrSame,
   slotSameContext, slotSignaled, type WaitOptions,
 } from './dma-fence.js';
 import { dmaFenceArrayCreate, isContainer } from './dma-fence-array.js';
@@ -66,7 +66,12 @@ const RV_ARRAY = RV_WW + WW_MUTEX_WORDS; // head of the fence array chain, -1 no
 const RV_NUM = RV_ARRAY + 1; // entries in use
 const RV_MAX = RV_ARRAY + 2; // capacity of the array
 const RV_LIMIT = RV_ARRAY + 3; // num + reserved: appends allowed below it (reset on unlock)
-const RV_SEQ = RV_ARRAY + 4; // bumped whenever the array is replaced (unlocked readers restart)
+/**
+ * Sequence lock of the (array, count) pair: odd while a writer replaces the array,
+ * so a reader never trusts a new array with the old count (whose extra entries are
+ * zeros). Readers start on an even value and re-check it after reading both.
+ */
+const RV_SEQ = RV_ARRAY + 4;
 
 registerWwMutexScanner(Kind.Resv, RV_WW);
 
@@ -97,16 +102,37 @@ function tryRef(w: World, slot: number): boolean {
   }
 }
 
-/** A reference on the current array of `resv` (or -1 if it has none), safe without the lock. */
-function acquireArray(w: World, b: number): number {
+/** Wait out a writer's array replacement; returns the (even) sequence to validate against. */
+function readSeq(w: World, b: number): number {
   for (;;) {
-    const arr = Atomics.load(w.i32, b + RV_ARRAY);
-    if (arr < 0) return -1;
-    if (tryRef(w, arr)) {
-      if (Atomics.load(w.i32, b + RV_ARRAY) === arr && slotKind(w, arr) === Kind.List) return arr;
-      unref(w, arr);
-    }
+    const seq = Atomics.load(w.i32, b + RV_SEQ);
+    if (!(seq & 1)) return seq;
   }
+}
+
+/**
+ * A reference on the current array of `resv` and its count, consistent with
+ * sequence `seq` (or null: retry with a new sequence; arr -1: no array).
+ */
+function acquireArray(w: World, b: number, seq: number): { arr: number; num: number } | null {
+  const arr = Atomics.load(w.i32, b + RV_ARRAY);
+  const num = Atomics.load(w.i32, b + RV_NUM);
+  if (Atomics.load(w.i32, b + RV_SEQ) !== seq) return null;
+  if (arr < 0) return { arr, num: 0 };
+  if (!tryRef(w, arr)) return null;
+  if (Atomics.load(w.i32, b + RV_ARRAY) !== arr || slotKind(w, arr) !== Kind.List) {
+    unref(w, arr);
+    return null;
+  }
+  return { arr, num };
+}
+
+/** Writers (lock held): publish a new array and count as one step for lock-free readers. */
+function publishArray(w: World, b: number, arr: number, num: number): void {
+  Atomics.add(w.i32, b + RV_SEQ, 1); // odd: replacing
+  Atomics.store(w.i32, b + RV_ARRAY, arr);
+  Atomics.store(w.i32, b + RV_NUM, num);
+  Atomics.add(w.i32, b + RV_SEQ, 1); // even again
 }
 
 /** A reference on the fence of entry `i` of `arr` if it still holds `e`; else false. */
@@ -121,19 +147,20 @@ function refEntryFence(w: World, arr: number, i: number, e: number): boolean {
 /** Snapshot of unsignalled (fence, usage) pairs with usage ≤ `usage`, each with a reference. */
 function snapshot(w: World, b: number, usage: DmaResvUsage): Array<[number, DmaResvUsage]> {
   for (;;) {
-    const seq = Atomics.load(w.i32, b + RV_SEQ);
-    const arr = acquireArray(w, b);
+    const seq = readSeq(w, b);
+    const got = acquireArray(w, b, seq);
+    if (!got) continue;
     const out: Array<[number, DmaResvUsage]> = [];
-    if (arr >= 0) {
-      const num = Atomics.load(w.i32, b + RV_NUM);
-      for (let i = 0; i < num; i++) {
-        const e = listAt(w, arr, i);
+    if (got.arr >= 0) {
+      for (let i = 0; i < got.num; i++) {
+        const e = listAt(w, got.arr, i);
         if (e < 0 || entryUsage(e) > usage) continue;
-        if (!refEntryFence(w, arr, i, e)) continue;
-        if (slotDone(w, entryFence(e))) unref(w, entryFence(e));
+        if (!refEntryFence(w, got.arr, i, e)) continue;
+        // dma_fence_is_signaled, driver ops included (this thread's view, if any).
+        if (fenceSlotIsSignaled(w, entryFence(e))) unref(w, entryFence(e));
         else out.push([entryFence(e), entryUsage(e)]);
       }
-      unref(w, arr);
+      unref(w, got.arr);
     }
     if (Atomics.load(w.i32, b + RV_SEQ) === seq) return out;
     for (const [f] of out) unref(w, f); // the array was replaced meanwhile: start over
@@ -236,6 +263,10 @@ export class DmaResv implements Disposable {
 
   #locked(r: number): DmaResvLocked | number {
     if (r !== 0) return r;
+    // Reservations never outlive a holder, also one that died holding the lock (whose
+    // unlock never ran): every new holder starts with none.
+    const w = world();
+    w.i32[this.#b + RV_LIMIT] = w.i32[this.#b + RV_NUM]!;
     this.#guard = new DmaResvLocked(GUARD, this, this.#b, this.#ww, () => {
       this.#guard = undefined;
     });
@@ -312,12 +343,13 @@ export class DmaResv implements Disposable {
     const w = world();
     const b = this.#b;
     restart: for (;;) {
-      const seq = Atomics.load(w.i32, b + RV_SEQ);
-      const arr = acquireArray(w, b);
+      const seq = readSeq(w, b);
+      const got = acquireArray(w, b, seq);
+      if (!got) continue;
+      const { arr, num } = got;
       if (arr < 0) return;
       let restarted = true;
       try {
-        const num = Atomics.load(w.i32, b + RV_NUM);
         for (let i = 0; i < num; i++) {
           if (Atomics.load(w.i32, b + RV_SEQ) !== seq) continue restart;
           const e = listAt(w, arr, i);
@@ -373,17 +405,18 @@ export class DmaResv implements Disposable {
     const w = world();
     const b = this.#b;
     retry: for (;;) {
-      const seq = Atomics.load(w.i32, b + RV_SEQ);
+      const seq = readSeq(w, b);
       const arr = Atomics.load(w.i32, b + RV_ARRAY);
-      if (arr < 0) return true;
       const num = Atomics.load(w.i32, b + RV_NUM);
+      if (Atomics.load(w.i32, b + RV_SEQ) !== seq) continue;
+      if (arr < 0) return true;
       for (let i = 0; i < num; i++) {
         const e = listAt(w, arr, i);
         if (e < 0 || entryUsage(e) > usage) continue;
         const f = entryFence(e);
-        // Only the state word: on a slot reused mid-read, kind-specific words could be garbage
-        // (and out of range) before the validation below discards the read.
-        const done = f < w.capacity && slotSignaled(w, f);
+        // Only the state word, or this thread's own view (driver ops live there): on a slot
+        // reused mid-read, kind-specific words could be garbage before the validation below.
+        const done = f < w.capacity && (slotSignaled(w, f) || fenceViewIfAny(f)?.isSignaled() === true);
         if (Atomics.load(w.i32, b + RV_SEQ) !== seq || listAt(w, arr, i) !== e) continue retry;
         if (!done) return false;
       }
@@ -507,11 +540,9 @@ export class DmaResvLocked implements Disposable {
       if (fenceSlotIsSignaled(w, entryFence(e))) dropped.push(entryFence(e));
       else listSet(w, next, kept++, e);
     }
-    Atomics.store(w.i32, b + RV_ARRAY, next);
-    Atomics.store(w.i32, b + RV_NUM, kept);
-    Atomics.store(w.i32, b + RV_MAX, chunks);
-    Atomics.store(w.i32, b + RV_LIMIT, Math.min(w.i32[b + RV_LIMIT]!, kept));
-    Atomics.add(w.i32, b + RV_SEQ, 1);
+    publishArray(w, b, next, kept);
+    w.i32[b + RV_MAX] = chunks;
+    w.i32[b + RV_LIMIT] = Math.min(w.i32[b + RV_LIMIT]!, kept);
     if (old >= 0) listFree(w, old);
     for (const f of dropped) unref(w, f);
   }
@@ -611,11 +642,9 @@ export class DmaResvLocked implements Disposable {
     const oldNum = w.i32[b + RV_NUM]!;
     const oldFences: number[] = [];
     for (let i = 0; i < oldNum; i++) oldFences.push(entryFence(listAt(w, old, i)));
-    Atomics.store(w.i32, b + RV_ARRAY, next);
-    Atomics.store(w.i32, b + RV_NUM, entries.length);
-    Atomics.store(w.i32, b + RV_MAX, Math.ceil(Math.max(4, entries.length) / LIST_PER_SLOT) * LIST_PER_SLOT);
-    Atomics.store(w.i32, b + RV_LIMIT, entries.length);
-    Atomics.add(w.i32, b + RV_SEQ, 1);
+    publishArray(w, b, next, entries.length);
+    w.i32[b + RV_MAX] = Math.ceil(Math.max(4, entries.length) / LIST_PER_SLOT) * LIST_PER_SLOT;
+    w.i32[b + RV_LIMIT] = entries.length;
     if (old >= 0) listFree(w, old);
     for (const f of oldFences) unref(w, f);
   }
