@@ -122,11 +122,6 @@ export interface FenceKindOps {
 
 const kindOps: Array<FenceKindOps | undefined> = [];
 
-/** True if `f` is signalled only explicitly (not computed from other fences): waits sleep on its own word. */
-export function fenceIsLeaf(f: DmaFence): boolean {
-  return kindOps[f.kind]?.leaf === true;
-}
-
 /** Plug in a fence kind. */
 export function registerFenceKind(kind: FenceKind, ops: FenceKindOps): void {
   kindOps[kind] = ops;
@@ -1081,7 +1076,7 @@ export function fenceSlotIsSignaled(w: World, slot: number): boolean {
   return true; // signalled now, by this call or by a thread between claim and publish
 }
 
-/** `dma_fence_wait_timeout` on a leaf slot (see fenceIsLeaf), interruptible never. */
+/** `dma_fence_wait_timeout` on a leaf slot (see slotIsLeaf), interruptible never. */
 export function fenceSlotWaitTimeout(w: World, slot: number, timeoutMs: number): number {
   const view = wrappers[slot];
   if (view) return view.waitTimeout(timeoutMs);

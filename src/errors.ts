@@ -85,9 +85,3 @@ export function fail(code: ErrnoName, syscall: string, message: string): DmaBufE
   return new DmaBufError(code, syscall, message);
 }
 
-/** Build the error for a negative errno returned by a kernel-style function. */
-export function failErrno(errno: number, syscall: string, message: string): DmaBufError {
-  const name = errnoName(errno);
-  if (!(name in ERRNO)) return new DmaBufError('EINVAL', syscall, `${message}: unknown errno ${errno}`);
-  return new DmaBufError(name as ErrnoName, syscall, message);
-}

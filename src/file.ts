@@ -83,15 +83,6 @@ export function filePriv(w: World, slot: number): number {
   return w.i32[w.base(slot) + FL_PRIV]!;
 }
 
-export function fileFlags(w: World, slot: number): number {
-  return w.i32[w.base(slot) + FL_FLAGS]!;
-}
-
-export function fileInode(w: World, slot: number): bigint {
-  const at = w.base(slot) + FL_INODE;
-  return (BigInt(w.i32[at + 1]! >>> 0) << 32n) | BigInt(w.i32[at]! >>> 0);
-}
-
 export function fileName(w: World, slot: number): string {
   return readName(w, w.base(slot) + FL_NAME, FL_NAME_WORDS);
 }

@@ -55,20 +55,10 @@ function lockSlow(w: World, at: number, me: number): void {
   }
 }
 
-/** Try once; true if taken. Never blocks. */
-export function mutexTryLock(w: World, at: number): boolean {
-  return Atomics.compareExchange(w.i32, at, 0, tid() + 1) === 0;
-}
-
 /** Release the mutex at `at`, waking one sleeper if any. */
 export function mutexUnlock(w: World, at: number): void {
   const v = Atomics.exchange(w.i32, at, 0);
   if (v & CONTENDED) Atomics.notify(w.i32, at, 1);
-}
-
-/** True if this thread holds the mutex at `at`. */
-export function mutexHeld(w: World, at: number): boolean {
-  return (Atomics.load(w.i32, at) & OWNER_MASK) === tid() + 1;
 }
 
 /** Release the lock at `at` if its owner thread is no longer alive. */

@@ -153,14 +153,6 @@ export function orAborted<T>(p: Promise<T>, race: AbortRace): Promise<T | 'abort
 /* ---- sleeping on one word ---- */
 
 /**
- * Block until `i32[at] !== expected` or `timeoutMs` passes. The caller has
- * already counted itself in the sleepers word. Returns false on timeout.
- */
-export function sleepOnWord(i32: Int32Array, at: number, expected: number, timeoutMs: number): boolean {
-  return Atomics.wait(i32, at, expected, timeoutMs) !== 'timed-out';
-}
-
-/**
  * Promise that settles when `i32[at]` may have changed from `expected` (true) or
  * after `timeoutMs` (false).
  */
@@ -168,11 +160,6 @@ export function sleepOnWordAsync(i32: Int32Array, at: number, expected: number, 
   const r = Atomics.waitAsync(i32, at, expected, timeoutMs === Infinity ? undefined : timeoutMs);
   if (!r.async) return Promise.resolve(r.value !== 'timed-out');
   return r.value.then((v) => v !== 'timed-out');
-}
-
-/** Wake everyone sleeping on `at` if the sleepers word says anyone is there. */
-export function wakeWord(i32: Int32Array, at: number, sleepersAt: number): void {
-  if (Atomics.load(i32, sleepersAt) > 0) Atomics.notify(i32, at);
 }
 
 /* ---- multi-waits on the epoch ---- */

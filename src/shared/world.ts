@@ -45,8 +45,6 @@ export const H_CONTEXT = 8;
 /** Inode counter for anonymous files: low word 10 (Atomics.add), high word 11 (carry). */
 export const H_INODE = 10;
 export const H_STUB = 12;
-/** Unused (was a live-slot counter; liveObjects() now scans). */
-export const H_LIVE = 13;
 /** Number of locks recovered from dead threads (reported by `lockRecoveries()`). */
 export const H_RECOVERED = 14;
 /** Lock and list head of the global sw_sync timeline list (sync_debug). */
@@ -188,11 +186,6 @@ export function world(): World {
 export function tid(): number {
   if (!current) world();
   return myTid;
-}
-
-/** True if this thread has already joined some world. */
-export function hasJoined(): boolean {
-  return current !== undefined;
 }
 
 /**
