@@ -1,46 +1,20 @@
 /**
  * dma_fence_array (kernel-contract §4.2, §2.3, §2.6–2.8): one fence for many.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import {
   dmaFenceArrayCreate, dmaFenceArrayMembers, dmaFenceChainInit, dmaFenceMatchContext, DmaFence, ERRNO, isContainer,
   isDmaFenceArray, isDmaFenceChain, liveObjects, SwSyncTimeline,
 } from 'dmabuf';
 import type { DmaFenceOps } from 'dmabuf';
-import type { ContainerCommand, ContainerEvent, ContainerReply } from './workers/container-worker.js';
+import { guard, turn } from './support/async.js';
+import { driverFence, ops, putAll } from './support/fences.js';
+import { installLeakCheck } from './support/leaks.js';
+import { RpcClient } from './support/worker-rpc.js';
+import type { ContainerCommand, ContainerEvent } from './workers/container-worker.js';
 
-const ops: DmaFenceOps = { getDriverName: () => 'test', getTimelineName: () => 'tl' };
-
-/** A pending driver fence on a fresh context. */
-function driverFence(seqno: number | bigint = 1, o: DmaFenceOps = ops): DmaFence {
-  return DmaFence.init(o, DmaFence.contextAlloc(1), seqno);
-}
-
-function putAll(...fences: DmaFence[]): void {
-  for (const f of fences) f.put();
-}
-
-/** Let queued microtasks and immediates run (never decides a result: only gives a wrong callback its chance). */
-function turn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** Reject after `ms` unless `p` settles first: a hang guard, never a result. */
-function guard<T>(p: Promise<T>, ms = 20_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`hang guard: nothing after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
-let baseline = 0;
-before(() => {
-  DmaFence.getStub().put(); // the global stub lives forever: create it before the baseline
-  baseline = liveObjects();
-});
+installLeakCheck('every object created by this file was released');
 
 for (const signalOnAny of [false, true]) {
   describe(`signal on ${signalOnAny ? 'any' : 'all'}`, () => {
@@ -415,45 +389,10 @@ describe('members and contexts', () => {
 
 /* ---- a blocking wait woken by another thread ---- */
 
-class WorkerClient {
-  readonly worker: Worker;
-  #next = 1;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
-  #gone = false;
-  readonly exited: Promise<number>;
-
+/** A container-worker; every reply and its exit are hang-guarded. */
+class WorkerClient extends RpcClient<ContainerCommand & { delayMs?: number }, ContainerEvent> {
   constructor() {
-    this.worker = new Worker(new URL('./workers/container-worker.js', import.meta.url));
-    this.exited = new Promise((resolve) => {
-      this.worker.once('exit', (code) => {
-        this.#gone = true;
-        for (const p of this.#pending.values()) p.reject(Object.assign(new Error('worker exited'), { code: 'EXITED' }));
-        this.#pending.clear();
-        resolve(code);
-      });
-    });
-    this.worker.on('message', (m: ContainerReply | ContainerEvent) => {
-      if (m.kind !== 'reply') return;
-      const p = this.#pending.get(m.req);
-      if (!p) return;
-      this.#pending.delete(m.req);
-      if (m.ok) p.resolve(m.value);
-      else p.reject(Object.assign(new Error(m.message), { code: m.code }));
-    });
-  }
-
-  /** Post a request; the promise settles with the worker's reply. */
-  request<T = unknown>(cmd: ContainerCommand & { delayMs?: number }): Promise<T> {
-    const req = this.#next++;
-    const p = new Promise<unknown>((resolve, reject) => this.#pending.set(req, { resolve, reject }));
-    this.worker.postMessage({ ...cmd, req });
-    return guard(p) as Promise<T>;
-  }
-
-  /** Ask the worker to put everything it holds and exit; resolves once it has. */
-  async exit(): Promise<void> {
-    if (!this.#gone) this.worker.postMessage({ op: 'exit', req: 0 });
-    await guard(this.exited);
+    super(new URL('./workers/container-worker.js', import.meta.url), { callGuardMs: 20_000, stopGuardMs: 20_000 });
   }
 }
 
@@ -465,11 +404,11 @@ describe('waiting across threads', () => {
       const a = tl.createFence(1);
       const b = tl.createFence(2);
       const arr = dmaFenceArrayCreate([a, b], DmaFence.contextAlloc(1), 1, false);
-      await client.request({ op: 'receiveTimeline', timeline: 'tl', token: tl.share() });
+      await client.call({ op: 'receiveTimeline', timeline: 'tl', token: tl.share() });
       assert.equal(arr.getStatus(), 0);
       // The worker increments twice after a short sleep each; the main thread blocks meanwhile.
-      const inc1 = client.request({ op: 'inc', timeline: 'tl', n: 1, delayMs: 20 });
-      const inc2 = client.request({ op: 'inc', timeline: 'tl', n: 1, delayMs: 20 });
+      const inc1 = client.call({ op: 'inc', timeline: 'tl', n: 1, delayMs: 20 });
+      const inc2 = client.call({ op: 'inc', timeline: 'tl', n: 1, delayMs: 20 });
       const r = arr.waitTimeout(30_000);
       assert.ok(r > 0, `waitTimeout returned ${r} (timeline at ${tl.value}, members ${a.getStatus()}/${b.getStatus()})`);
       assert.equal(arr.getStatus(), 1);
@@ -481,7 +420,7 @@ describe('waiting across threads', () => {
       putAll(arr, a, b);
       tl.close();
     } finally {
-      await client.exit();
+      await client.stop();
     }
   });
 
@@ -493,20 +432,16 @@ describe('waiting across threads', () => {
       const b = driverFence();
       b.signal();
       const arr = dmaFenceArrayCreate([a, b], DmaFence.contextAlloc(1), 1, false);
-      await client.request({ op: 'receiveTimeline', timeline: 'a', token: tl.share() });
+      await client.call({ op: 'receiveTimeline', timeline: 'a', token: tl.share() });
       tl.close(); // the worker now holds the last handle: its exit fails the pending point with -ENOENT
-      const exiting = client.request({ op: 'exit', delayMs: 20 }).catch(() => undefined);
+      const exiting = client.call({ op: 'exit', delayMs: 20 }).catch(() => undefined);
       const r = arr.waitTimeout(30_000);
       assert.ok(r > 0, `waitTimeout returned ${r}`);
       assert.equal(arr.getStatus(), -ERRNO.ENOENT);
       await exiting;
       putAll(arr, a, b);
     } finally {
-      await client.exit();
+      await client.stop();
     }
   });
-});
-
-after(() => {
-  assert.equal(liveObjects(), baseline, 'every object created by this file was released');
 });

@@ -1,38 +1,16 @@
 /**
  * dma_fence_chain (kernel-contract §4.1, §2.3, §2.8): timeline points.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   chainLinks, dmaFenceArrayCreate, dmaFenceChainContained, dmaFenceChainFindSeqno, dmaFenceChainInit,
   dmaFenceChainPrevSeqno, dmaFenceChainWalk, DmaFence, ERRNO, isContainer, isDmaFenceChain, liveObjects,
 } from 'dmabuf';
 import type { DmaFenceOps } from 'dmabuf';
-
-const ops: DmaFenceOps = { getDriverName: () => 'test', getTimelineName: () => 'tl' };
-
-/** A pending driver fence on a fresh context. */
-function driverFence(seqno: number | bigint = 1, o: DmaFenceOps = ops): DmaFence {
-  return DmaFence.init(o, DmaFence.contextAlloc(1), seqno);
-}
-
-function putAll(...fences: Array<DmaFence | null>): void {
-  for (const f of fences) f?.put();
-}
-
-/** Let queued microtasks and immediates run (never decides a result: only gives a wrong callback its chance). */
-function turn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** Reject after `ms` unless `p` settles first: a hang guard, never a result. */
-function guard<T>(p: Promise<T>, ms = 20_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`hang guard: nothing after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
+import { guard, turn } from './support/async.js';
+import { driverFence, ops, putAll } from './support/fences.js';
+import { installLeakCheck } from './support/leaks.js';
 
 interface Chain {
   /** The contained fences, oldest first (the test holds one reference to each). */
@@ -60,11 +38,7 @@ function linkSeqnos(head: DmaFence): bigint[] {
   return out;
 }
 
-let baseline = 0;
-before(() => {
-  DmaFence.getStub().put(); // the global stub lives forever: create it before the baseline
-  baseline = liveObjects();
-});
+installLeakCheck('every object created by this file was released');
 
 describe('dmaFenceChainInit: contexts and seqnos', () => {
   test('a first link starts a new context with its seqno, prev_seqno 0 and 64-bit ordering', () => {
@@ -495,8 +469,4 @@ describe('long chains', () => {
     putAll(...fences);
     assert.equal(liveObjects(), before);
   });
-});
-
-after(() => {
-  assert.equal(liveObjects(), baseline, 'every object created by this file was released');
 });

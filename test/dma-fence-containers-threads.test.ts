@@ -3,89 +3,30 @@
  * merges and chains live in shared memory, so a container built in one thread
  * completes in another when its fences signal anywhere.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import {
-  dmaFenceArrayCreate, dmaFenceChainInit, DmaFence, isDmaFenceArray, isDmaFenceChain, liveObjects, SwSyncTimeline,
-  unwrapMerge,
+  dmaFenceArrayCreate, dmaFenceChainInit, DmaFence, isDmaFenceArray, isDmaFenceChain, SwSyncTimeline, unwrapMerge,
 } from 'dmabuf';
 import type { Packet } from 'dmabuf';
-import type {
-  ContainerCommand, ContainerEvent, ContainerReply, ContainerWaitReport,
-} from './workers/container-worker.js';
+import { guard, turn } from './support/async.js';
+import { installLeakCheck } from './support/leaks.js';
+import { RpcClient } from './support/worker-rpc.js';
+import type { ContainerCommand, ContainerEvent, ContainerWaitReport } from './workers/container-worker.js';
 
-/** Reject after `ms` unless `p` settles first: a hang guard, never a result. */
-function guard<T>(p: Promise<T>, ms = 30_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`hang guard: nothing after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
+/** Hang guards only, never a result. */
+const HANG_GUARD_MS = 30_000;
 
-/** Let queued microtasks and immediates run (never decides a result). */
-function turn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** One container-worker, driven by request/reply messages. */
-class WorkerClient {
-  readonly worker: Worker;
-  readonly exited: Promise<number>;
-  #next = 1;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
-  #waiting: Array<(e: ContainerEvent) => void> = [];
-  #gone = false;
-
+/** One container-worker, driven by request/reply messages; replies, events and its exit are hang-guarded. */
+class WorkerClient extends RpcClient<ContainerCommand & { delayMs?: number }, ContainerEvent> {
   constructor() {
-    this.worker = new Worker(new URL('./workers/container-worker.js', import.meta.url));
-    this.exited = new Promise((resolve) => {
-      this.worker.once('exit', (code) => {
-        this.#gone = true;
-        for (const p of this.#pending.values()) p.reject(Object.assign(new Error('worker exited'), { code: 'EXITED' }));
-        this.#pending.clear();
-        resolve(code);
-      });
+    super(new URL('./workers/container-worker.js', import.meta.url), {
+      callGuardMs: HANG_GUARD_MS, eventGuardMs: HANG_GUARD_MS, stopGuardMs: HANG_GUARD_MS,
     });
-    this.worker.on('message', (m: ContainerReply | ContainerEvent) => {
-      if (m.kind === 'event') {
-        this.#waiting.shift()?.(m);
-        return;
-      }
-      const p = this.#pending.get(m.req);
-      if (!p) return;
-      this.#pending.delete(m.req);
-      if (m.ok) p.resolve(m.value);
-      else p.reject(Object.assign(new Error(m.message), { code: m.code }));
-    });
-  }
-
-  /** Post a request; the promise settles with the worker's reply. */
-  request<T = unknown>(cmd: ContainerCommand & { delayMs?: number }): Promise<T> {
-    const req = this.#next++;
-    const p = new Promise<unknown>((resolve, reject) => this.#pending.set(req, { resolve, reject }));
-    this.worker.postMessage({ ...cmd, req });
-    return guard(p) as Promise<T>;
-  }
-
-  /** The next 'waiting' event (the worker is about to block). */
-  nextWaiting(): Promise<ContainerEvent> {
-    return guard(new Promise((resolve) => this.#waiting.push(resolve)));
-  }
-
-  /** Ask the worker to put everything it holds and exit; resolves once it has. */
-  async exit(): Promise<void> {
-    if (!this.#gone) this.worker.postMessage({ op: 'exit', req: 0 });
-    await guard(this.exited);
   }
 }
 
-let baseline = 0;
-before(() => {
-  DmaFence.getStub().put(); // the global stub lives forever: create it before the baseline
-  baseline = liveObjects();
-});
+installLeakCheck('every object created by this file was released once the workers exited');
 
 describe('a container built in the main thread, waited on in a worker', () => {
   for (const how of ['dmaFenceArrayCreate', 'unwrapMerge'] as const) {
@@ -100,11 +41,11 @@ describe('a container built in the main thread, waited on in a worker', () => {
           ? unwrapMerge(fa, fb)
           : dmaFenceArrayCreate([fa, fb], DmaFence.contextAlloc(1), 1, false);
         assert.equal(isDmaFenceArray(arr), true);
-        await client.request({ op: 'receiveFence', name: 'arr', token: arr.share() });
-        assert.equal(await client.request({ op: 'status', name: 'arr' }), 0);
+        await client.call({ op: 'receiveFence', name: 'arr', token: arr.share() });
+        assert.equal(await client.call({ op: 'status', name: 'arr' }), 0);
 
-        const waiting = client.nextWaiting();
-        const report = client.request<ContainerWaitReport>({ op: 'wait', name: 'arr', timeoutMs: 30_000 });
+        const waiting = client.event();
+        const report = client.call<ContainerWaitReport>({ op: 'wait', name: 'arr', timeoutMs: 30_000 });
         const ev = await waiting;
         assert.equal(ev.status, 0, 'the array was pending when the worker started to wait');
         tlA.inc(1);
@@ -117,14 +58,14 @@ describe('a container built in the main thread, waited on in a worker', () => {
         assert.equal(r.after, 1);
         assert.equal(arr.getStatus(), 1);
 
-        await client.request({ op: 'put', name: 'arr' });
+        await client.call({ op: 'put', name: 'arr' });
         arr.put();
         fa.put();
         fb.put();
         tlA.close();
         tlB.close();
       } finally {
-        await client.exit();
+        await client.stop();
       }
     });
   }
@@ -141,9 +82,9 @@ describe('a container built in the main thread, waited on in a worker', () => {
         head = link;
       }
       assert.ok(head);
-      await client.request({ op: 'receiveFence', name: 'chain', token: head.share() });
-      const waiting = client.nextWaiting();
-      const report = client.request<ContainerWaitReport>({ op: 'wait', name: 'chain', timeoutMs: 30_000 });
+      await client.call({ op: 'receiveFence', name: 'chain', token: head.share() });
+      const waiting = client.event();
+      const report = client.call<ContainerWaitReport>({ op: 'wait', name: 'chain', timeoutMs: 30_000 });
       assert.equal((await waiting).status, 0);
       tl.inc(1);
       tl.inc(1);
@@ -152,12 +93,12 @@ describe('a container built in the main thread, waited on in a worker', () => {
       const r = await report;
       assert.ok(r.ret > 0, `the worker's waitTimeout returned ${r.ret}`);
       assert.equal(r.after, 1);
-      await client.request({ op: 'put', name: 'chain' });
+      await client.call({ op: 'put', name: 'chain' });
       head.put();
       for (const p of points) p.put();
       tl.close();
     } finally {
-      await client.exit();
+      await client.stop();
     }
   });
 });
@@ -169,10 +110,10 @@ describe('a chain built in a worker, completed in the main thread', () => {
     try {
       const context = DmaFence.contextAlloc(1);
       for (const i of [1, 2, 3]) {
-        await client.request({ op: 'initFence', name: `f${i}`, context, seqno: i });
-        await client.request({ op: 'chainInit', name: `c${i}`, prev: i === 1 ? null : `c${i - 1}`, fence: `f${i}`, seqno: i });
+        await client.call({ op: 'initFence', name: `f${i}`, context, seqno: i });
+        await client.call({ op: 'chainInit', name: `c${i}`, prev: i === 1 ? null : `c${i - 1}`, fence: `f${i}`, seqno: i });
       }
-      const token = await client.request<Packet>({ op: 'shareFence', name: 'c3' });
+      const token = await client.call<Packet>({ op: 'shareFence', name: 'c3' });
       head = DmaFence.receive(token);
       assert.equal(isDmaFenceChain(head), true);
       assert.equal(head.seqno, 3n);
@@ -191,23 +132,23 @@ describe('a chain built in a worker, completed in the main thread', () => {
       const waited = head.waitTimeoutAsync(30_000);
 
       // Out of order: the newest and the oldest point first.
-      assert.equal(await client.request({ op: 'signal', name: 'f3' }), 0);
+      assert.equal(await client.call({ op: 'signal', name: 'f3' }), 0);
       assert.equal(head.getStatus(), 0);
-      assert.equal(await client.request({ op: 'signal', name: 'f1' }), 0);
+      assert.equal(await client.call({ op: 'signal', name: 'f1' }), 0);
       assert.equal(head.getStatus(), 0);
       await turn();
       assert.equal(calls, 0, 'not before the middle point has signalled');
-      assert.equal(await client.request({ op: 'signal', name: 'f2' }), 0);
+      assert.equal(await client.call({ op: 'signal', name: 'f2' }), 0);
 
-      await guard(done);
-      const r = await guard(waited);
+      await guard(done, 'the callback', HANG_GUARD_MS);
+      const r = await guard(waited, 'waitTimeoutAsync', HANG_GUARD_MS);
       assert.ok(r > 0, `waitTimeoutAsync returned ${r}`);
       assert.equal(calls, 1);
       assert.equal(head.getStatus(), 1);
-      assert.equal(await client.request({ op: 'status', name: 'c3' }), 1);
+      assert.equal(await client.call({ op: 'status', name: 'c3' }), 1);
     } finally {
       head?.put();
-      await client.exit();
+      await client.stop();
     }
   });
 
@@ -216,19 +157,15 @@ describe('a chain built in a worker, completed in the main thread', () => {
     let head: DmaFence | undefined;
     try {
       const context = DmaFence.contextAlloc(1);
-      await client.request({ op: 'initFence', name: 'f1', context, seqno: 1 });
-      await client.request({ op: 'chainInit', name: 'c1', prev: null, fence: 'f1', seqno: 1 });
-      await client.request({ op: 'signal', name: 'f1' });
-      head = DmaFence.receive(await client.request<Packet>({ op: 'shareFence', name: 'c1' }));
+      await client.call({ op: 'initFence', name: 'f1', context, seqno: 1 });
+      await client.call({ op: 'chainInit', name: 'c1', prev: null, fence: 'f1', seqno: 1 });
+      await client.call({ op: 'signal', name: 'f1' });
+      head = DmaFence.receive(await client.call<Packet>({ op: 'shareFence', name: 'c1' }));
     } finally {
-      await client.exit();
+      await client.stop();
     }
     assert.equal(head.getStatus(), 1);
     assert.equal(head.seqno, 1n);
     head.put();
   });
-});
-
-after(() => {
-  assert.equal(liveObjects(), baseline, 'every object created by this file was released once the workers exited');
 });

@@ -1,24 +1,14 @@
 /**
  * Unwrap and merge (kernel-contract §4.3, §2.3, §2.9).
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   dedupArray, dmaFenceArrayCreate, dmaFenceArrayMembers, dmaFenceChainInit, DmaFence, isDmaFenceArray,
   isDmaFenceChain, liveObjects, SwSyncTimeline, unwrap, unwrapMerge,
 } from 'dmabuf';
-import type { DmaFenceOps } from 'dmabuf';
-
-const ops: DmaFenceOps = { getDriverName: () => 'test', getTimelineName: () => 'tl' };
-
-/** A pending driver fence on a fresh context. */
-function driverFence(seqno: number | bigint = 1): DmaFence {
-  return DmaFence.init(ops, DmaFence.contextAlloc(1), seqno);
-}
-
-function putAll(...fences: DmaFence[]): void {
-  for (const f of fences) f.put();
-}
+import { driverFence, ops, putAll } from './support/fences.js';
+import { installLeakCheck } from './support/leaks.js';
 
 /** The leaves `unwrap` yields, as the objects yielded (the caller must hold them to compare identities). */
 function leaves(head: DmaFence): DmaFence[] {
@@ -31,11 +21,7 @@ function newArray(fences: DmaFence[]): DmaFence {
   return dmaFenceArrayCreate(fences, DmaFence.contextAlloc(1), 1, false);
 }
 
-let baseline = 0;
-before(() => {
-  DmaFence.getStub().put(); // the global stub lives forever: create it before the baseline
-  baseline = liveObjects();
-});
+installLeakCheck('every object created by this file was released');
 
 describe('unwrap', () => {
   test('a plain fence unwraps to itself', () => {
@@ -338,8 +324,4 @@ describe('dedupArray', () => {
     f.put();
     assert.equal(liveObjects(), before);
   });
-});
-
-after(() => {
-  assert.equal(liveObjects(), baseline, 'every object created by this file was released');
 });

@@ -6,55 +6,26 @@
  */
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import {
   DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, DmaFence, ERRNO, liveObjects, SwSyncTimeline,
 } from 'dmabuf';
 import type { DmaFenceOps } from 'dmabuf';
-import type { Command, Gate, Reply, WaitReport, WorkerEvent } from './workers/fence-worker.js';
+import { turn as tick } from './support/async.js';
+import { pollLiveObjects, Refs, stubBaseline } from './support/leaks.js';
+import { gate, RpcClient, type Gate } from './support/worker-rpc.js';
+import type { Command, WaitReport, WorkerEvent } from './workers/fence-worker.js';
 
 /* ---- helpers ---- */
 
 // The stub lives forever once created: create it before taking the baseline.
-DmaFence.getStub().put();
-const BASELINE = liveObjects();
+const BASELINE = stubBaseline();
 
 const U32_MAX = 0xffffffff;
 const U64_MAX = (1n << 64n) - 1n;
 const HANG_GUARD_MS = 20_000;
 
-const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
 function ops(extra: Partial<DmaFenceOps> = {}): DmaFenceOps {
   return { getDriverName: () => 'test-drv', getTimelineName: () => 'test-tl', ...extra };
-}
-
-/** Puts every registered fence at the end of the test, even when an assertion failed first. */
-class Refs {
-  #undo: Array<() => void> = [];
-
-  constructor(t: TestContext) {
-    t.after(() => this.releaseAll());
-  }
-
-  fence<T extends DmaFence>(f: T): T {
-    this.#undo.push(() => f.put());
-    return f;
-  }
-
-  timeline(tl: SwSyncTimeline): SwSyncTimeline {
-    this.#undo.push(() => tl.close());
-    return tl;
-  }
-
-  worker(w: FenceWorker): FenceWorker {
-    this.#undo.push(() => void w.worker.terminate());
-    return w;
-  }
-
-  releaseAll(): void {
-    for (const u of this.#undo.splice(0).reverse()) u();
-  }
 }
 
 function newFence(refs: Refs, seqno: number | bigint = 1, context = DmaFence.contextAlloc(), o = ops()): DmaFence {
@@ -74,96 +45,11 @@ function signalledFence(refs: Refs): DmaFence {
   return f;
 }
 
-async function pollLiveObjects(expected: number, ms = 5_000): Promise<number> {
-  const end = Date.now() + ms;
-  while (liveObjects() !== expected && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  return liveObjects();
-}
-
 /** Client of test/workers/fence-worker.ts. */
-class FenceWorker {
-  readonly worker: Worker;
-  readonly exited: Promise<number>;
-  #req = 0;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
-  #events: WorkerEvent[] = [];
-  #waiters: Array<{ pred: (e: WorkerEvent) => boolean; resolve: (e: WorkerEvent) => void }> = [];
-
+class FenceWorker extends RpcClient<Command & Gate, WorkerEvent> {
   constructor() {
-    this.worker = new Worker(new URL('./workers/fence-worker.js', import.meta.url));
-    this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
-    this.worker.on('message', (m: Reply | WorkerEvent) => {
-      if (m.kind === 'reply') {
-        const p = this.#pending.get(m.req);
-        this.#pending.delete(m.req);
-        if (m.ok) p?.resolve(m.value);
-        else p?.reject(Object.assign(new Error(m.message), { code: m.code }));
-        return;
-      }
-      const i = this.#waiters.findIndex((w) => w.pred(m));
-      if (i >= 0) this.#waiters.splice(i, 1)[0]!.resolve(m);
-      else this.#events.push(m);
-    });
-    const failAll = (e: unknown): void => {
-      for (const p of this.#pending.values()) p.reject(e);
-      this.#pending.clear();
-    };
-    this.worker.on('error', failAll);
-    this.worker.once('exit', (code) => failAll(new Error(`worker exited (${code})`)));
+    super(new URL('./workers/fence-worker.js', import.meta.url), { eventGuardMs: HANG_GUARD_MS });
   }
-
-  /** Post a command now; the promise settles with the worker's reply. */
-  call<T = unknown>(cmd: Command & Gate): Promise<T> {
-    const req = ++this.#req;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(req, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ ...cmd, req });
-    });
-  }
-
-  /** The next event matching `pred` (already received or still to come). */
-  event(pred: (e: WorkerEvent) => boolean, ms = HANG_GUARD_MS): Promise<WorkerEvent> {
-    const i = this.#events.findIndex(pred);
-    if (i >= 0) return Promise.resolve(this.#events.splice(i, 1)[0]!);
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        pred,
-        resolve: (e: WorkerEvent) => {
-          clearTimeout(timer);
-          resolve(e);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
-        reject(new Error('hang guard: the worker never posted the awaited event'));
-      }, ms);
-      this.#waiters.push(waiter);
-    });
-  }
-
-  /** Events received and not yet taken. */
-  get unclaimedEvents(): readonly WorkerEvent[] {
-    return this.#events;
-  }
-
-  /** Normal exit: the worker puts what it holds and exits. */
-  async stop(): Promise<void> {
-    this.worker.postMessage({ op: 'exit', req: ++this.#req });
-    await this.exited;
-  }
-}
-
-/** A gate word a worker blocks on until this thread opens it. */
-function gate(): { sab: SharedArrayBuffer; open(): void } {
-  const sab = new SharedArrayBuffer(4);
-  const word = new Int32Array(sab);
-  return {
-    sab,
-    open() {
-      Atomics.store(word, 0, 1);
-      Atomics.notify(word, 0);
-    },
-  };
 }
 
 /* ---- creation and contexts (§2.2) ---- */

@@ -5,21 +5,22 @@
  * timelines shared with real worker threads (including terminated ones and the
  * two-worker alternation stress case).
  */
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
 import {
   DMA_FENCE_FLAG_SEQNO64, DMA_FENCE_FLAG_USER_BITS, DmaFence, ERRNO, liveObjects, SW_SYNC_HAS_DEADLINE_BIT,
   SwSyncTimeline, syncInfoText,
 } from 'dmabuf';
-import type { AlternateReport, Command, Gate, Reply, WaitReport, WorkerEvent } from './workers/fence-worker.js';
+import { turn as tick } from './support/async.js';
+import { pollLiveObjects, Refs, stubBaseline } from './support/leaks.js';
+import { RpcClient, type Gate } from './support/worker-rpc.js';
+import type { AlternateReport, Command, WaitReport, WorkerEvent } from './workers/fence-worker.js';
 
 /* ---- helpers ---- */
 
 // The stub lives forever once created: create it before taking the baseline.
-DmaFence.getStub().put();
-const BASELINE = liveObjects();
+const BASELINE = stubBaseline();
 
 const U32_MAX = 0xffffffff;
 const INT_MAX = 0x7fffffff;
@@ -27,46 +28,10 @@ const HANG_GUARD_MS = 20_000;
 const INFO_HEAD = 'objs:\n--------------\n';
 const INFO_TAIL = 'fences:\n--------------\n';
 
-const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** Puts/closes everything registered at the end of the test, even when an assertion failed first. */
-class Refs {
-  #undo: Array<() => void> = [];
-
-  constructor(t: TestContext) {
-    t.after(() => this.releaseAll());
-  }
-
-  fence<T extends DmaFence>(f: T): T {
-    this.#undo.push(() => f.put());
-    return f;
-  }
-
-  timeline(tl: SwSyncTimeline): SwSyncTimeline {
-    this.#undo.push(() => tl[Symbol.dispose]());
-    return tl;
-  }
-
-  worker(w: FenceWorker): FenceWorker {
-    this.#undo.push(() => void w.worker.terminate());
-    return w;
-  }
-
-  releaseAll(): void {
-    for (const u of this.#undo.splice(0).reverse()) u();
-  }
-}
-
 /** A fresh timeline and a function creating (and registering) its points. */
 function timeline(refs: Refs, name = 'tl'): [SwSyncTimeline, (v: number) => DmaFence] {
   const tl = refs.timeline(SwSyncTimeline.create(name));
   return [tl, (v: number) => refs.fence(tl.createFence(v))];
-}
-
-async function pollLiveObjects(expected: number, ms = 5_000): Promise<number> {
-  const end = Date.now() + ms;
-  while (liveObjects() !== expected && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  return liveObjects();
 }
 
 async function pollStatus(f: DmaFence, ms = 5_000): Promise<number> {
@@ -85,70 +50,9 @@ function infoBlock(name: string): string[] | undefined {
 }
 
 /** Client of test/workers/fence-worker.ts. */
-class FenceWorker {
-  readonly worker: Worker;
-  readonly exited: Promise<number>;
-  #req = 0;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
-  #events: WorkerEvent[] = [];
-  #waiters: Array<{ pred: (e: WorkerEvent) => boolean; resolve: (e: WorkerEvent) => void }> = [];
-
+class FenceWorker extends RpcClient<Command & Gate, WorkerEvent> {
   constructor() {
-    this.worker = new Worker(new URL('./workers/fence-worker.js', import.meta.url));
-    this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
-    this.worker.on('message', (m: Reply | WorkerEvent) => {
-      if (m.kind === 'reply') {
-        const p = this.#pending.get(m.req);
-        this.#pending.delete(m.req);
-        if (m.ok) p?.resolve(m.value);
-        else p?.reject(Object.assign(new Error(m.message), { code: m.code }));
-        return;
-      }
-      const i = this.#waiters.findIndex((w) => w.pred(m));
-      if (i >= 0) this.#waiters.splice(i, 1)[0]!.resolve(m);
-      else this.#events.push(m);
-    });
-    const failAll = (e: unknown): void => {
-      for (const p of this.#pending.values()) p.reject(e);
-      this.#pending.clear();
-    };
-    this.worker.on('error', failAll);
-    this.worker.once('exit', (code) => failAll(new Error(`worker exited (${code})`)));
-  }
-
-  /** Post a command now; the promise settles with the worker's reply. */
-  call<T = unknown>(cmd: Command & Gate): Promise<T> {
-    const req = ++this.#req;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(req, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ ...cmd, req });
-    });
-  }
-
-  /** The next event matching `pred` (already received or still to come). */
-  event(pred: (e: WorkerEvent) => boolean, ms = HANG_GUARD_MS): Promise<WorkerEvent> {
-    const i = this.#events.findIndex(pred);
-    if (i >= 0) return Promise.resolve(this.#events.splice(i, 1)[0]!);
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        pred,
-        resolve: (e: WorkerEvent) => {
-          clearTimeout(timer);
-          resolve(e);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
-        reject(new Error('hang guard: the worker never posted the awaited event'));
-      }, ms);
-      this.#waiters.push(waiter);
-    });
-  }
-
-  /** Normal exit: the worker puts what it holds and exits. */
-  async stop(): Promise<void> {
-    this.worker.postMessage({ op: 'exit', req: ++this.#req });
-    await this.exited;
+    super(new URL('./workers/fence-worker.js', import.meta.url), { eventGuardMs: HANG_GUARD_MS });
   }
 }
 

@@ -2,65 +2,27 @@
  * `dmabuf/uapi` — poll(2) and pollAsync on sync_files and other fds
  * (uapi.md "Functions" and "Details" 8; kernel-contract §5.2 poll()).
  */
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import * as U from 'dmabuf/uapi';
 import { liveObjects } from 'dmabuf';
-import type { Command, Gate, PollingEvent, Reply } from './workers/uapi-worker.js';
+import { guard, turns } from './support/async.js';
+import { closeAll, createFence, inc, installFdCleanup, merge as mergeNamed, openTl } from './support/fds.js';
+import { pollLiveObjects } from './support/leaks.js';
+import { RpcClient, type Gate } from './support/worker-rpc.js';
+import type { Command, PollingEvent } from './workers/uapi-worker.js';
 
 const BASELINE = liveObjects();
 const HANG_GUARD_MS = 20_000;
 
-/* ---- fd bookkeeping ---- */
-
-const openFds = new Set<number>();
-
-function track(fd: number): number {
-  openFds.add(fd);
-  return fd;
-}
-
-afterEach(() => {
-  for (const fd of openFds) {
-    try {
-      U.close(fd);
-    } catch {
-      // already closed by the test
-    }
-  }
-  openFds.clear();
-});
-
-function closeAll(...fds: number[]): void {
-  for (const fd of fds) {
-    U.close(fd);
-    openFds.delete(fd);
-  }
-}
+installFdCleanup();
 
 /* ---- helpers ---- */
 
-function openTl(): number {
-  return track(U.open('/dev/sw_sync'));
-}
-
-function createFence(tl: number, value: number): number {
-  const data = { value, name: '', fence: -1 };
-  U.ioctl(tl, U.SW_SYNC_IOC_CREATE_FENCE, data);
-  return track(data.fence);
-}
-
-function inc(tl: number, n: number): void {
-  U.ioctl(tl, U.SW_SYNC_IOC_INC, n);
-}
-
 function merge(fd: number, fd2: number): number {
-  const data = { name: 'merged', fd2, fence: -1, flags: 0, pad: 0 };
-  U.ioctl(fd, U.SYNC_IOC_MERGE, data);
-  return track(data.fence);
+  return mergeNamed(fd, fd2, 'merged');
 }
 
 function entries(...fds: number[]): U.PollFd[] {
@@ -71,53 +33,11 @@ function revents(p: U.PollFd[]): number[] {
   return p.map((e) => e.revents ?? -1);
 }
 
-/** Let the event loop turn a few times (no timing involved). */
-async function turns(n = 5): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-}
-
-function guard<T>(p: Promise<T>, what: string, ms = HANG_GUARD_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`hang guard: ${what} did not settle in ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
 /* ---- a worker that signals ---- */
 
-class UapiWorker {
-  readonly worker: Worker;
-  readonly exited: Promise<number>;
-  #req = 0;
-  #replies = new Map<number, (r: Reply) => void>();
-  #events: PollingEvent[] = [];
-
+class UapiWorker extends RpcClient<Command & Gate, PollingEvent> {
   constructor() {
-    this.worker = new Worker(new URL('./workers/uapi-worker.js', import.meta.url));
-    this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
-    this.worker.on('message', (m: Reply | PollingEvent) => {
-      if (m.kind === 'reply') {
-        this.#replies.get(m.req)?.(m);
-        this.#replies.delete(m.req);
-      } else {
-        this.#events.push(m);
-      }
-    });
-  }
-
-  call(cmd: Command & Gate): Promise<unknown> {
-    const req = ++this.#req;
-    const reply = new Promise<Reply>((resolve) => this.#replies.set(req, resolve));
-    this.worker.postMessage({ ...cmd, req });
-    return guard(reply, `worker op ${cmd.op}`).then((r) => {
-      if (r.ok) return r.value;
-      throw Object.assign(new Error(r.message), { code: r.code });
-    });
-  }
-
-  async terminate(): Promise<void> {
-    await this.worker.terminate();
+    super(new URL('./workers/uapi-worker.js', import.meta.url), { callGuardMs: HANG_GUARD_MS });
   }
 }
 
@@ -480,7 +400,6 @@ describe('bad poll input', () => {
 });
 
 test('every object of this file was released (leak check)', async () => {
-  const end = Date.now() + 2000; // worker exits are reaped from their 'exit' handler
-  while (liveObjects() !== BASELINE && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(liveObjects(), BASELINE);
+  // worker exits are reaped from their 'exit' handler
+  assert.equal(await pollLiveObjects(BASELINE, 2000), BASELINE);
 });

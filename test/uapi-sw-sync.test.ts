@@ -3,104 +3,29 @@
  * opening a timeline, SW_SYNC_IOC_CREATE_FENCE, SW_SYNC_IOC_INC, SW_SYNC_GET_DEADLINE,
  * closing the timeline, and the text of /sys/kernel/debug/sync/info.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as U from 'dmabuf/uapi';
 import { liveObjects } from 'dmabuf';
+import {
+  closeAll, createFence, details, getDeadline, inc, installFdCleanup, merge, openTl, ready, setDeadline, status,
+  summary, track, type FenceInfo,
+} from './support/fds.js';
 
 const BASELINE = liveObjects();
 
 /** The opener's task name, as the kernel's get_task_comm sees it. */
 const COMM = readFileSync('/proc/thread-self/comm', 'utf8').trim();
 
-/** fds a test opened and has not closed yet: closed after each test, so one failure cannot cascade. */
-const openFds = new Set<number>();
-
-function track(fd: number): number {
-  openFds.add(fd);
-  return fd;
-}
-
-afterEach(() => {
-  for (const fd of openFds) {
-    try {
-      U.close(fd);
-    } catch {
-      // already closed by the test
-    }
-  }
-  openFds.clear();
-});
-
-function openTl(path = '/dev/sw_sync', flags?: number): number {
-  return track(flags === undefined ? U.open(path) : U.open(path, flags));
-}
+// fds a test opened and has not closed yet are closed after it, so one failure cannot cascade.
+installFdCleanup();
 
 const EMPTY_INFO = 'objs:\n--------------\nfences:\n--------------\n';
 
-interface FenceInfo {
-  obj_name: string;
-  driver_name: string;
-  status: number;
-  flags: number;
-  timestamp_ns: bigint;
-}
-
-/** SW_SYNC_IOC_CREATE_FENCE: the new sync_file fd. */
-function createFence(tl: number, value: number): number {
-  const data = { value, name: '', fence: -1 };
-  assert.equal(U.ioctl(tl, U.SW_SYNC_IOC_CREATE_FENCE, data), 0);
-  assert.equal(typeof data.fence, 'number');
-  return track(data.fence);
-}
-
-function inc(tl: number, n: number): void {
-  assert.equal(U.ioctl(tl, U.SW_SYNC_IOC_INC, n), 0);
-}
-
-/** SYNC_IOC_FILE_INFO with num_fences 0: the whole fence's status, name and leaf count. */
-function summary(fd: number): { name: string; status: number; num_fences: number } {
-  const info = { name: '', status: 99, flags: 0, num_fences: 0, pad: 0 };
-  assert.equal(U.ioctl(fd, U.SYNC_IOC_FILE_INFO, info), 0);
-  return { name: info.name, status: info.status, num_fences: info.num_fences };
-}
-
-function status(fd: number): number {
-  return summary(fd).status;
-}
-
 /** SYNC_IOC_FILE_INFO with room for every leaf. */
 function leaves(fd: number): FenceInfo[] {
-  const n = summary(fd).num_fences;
-  const arr: FenceInfo[] = [];
-  const info = { name: '', status: 99, flags: 0, num_fences: n, pad: 0, sync_fence_info: arr };
-  assert.equal(U.ioctl(fd, U.SYNC_IOC_FILE_INFO, info), 0);
-  assert.equal(info.num_fences, n);
-  return arr;
-}
-
-function setDeadline(fd: number, ns: bigint): void {
-  assert.equal(U.ioctl(fd, U.SYNC_IOC_SET_DEADLINE, { deadline_ns: ns, pad: 0 }), 0);
-}
-
-function getDeadline(tl: number, fenceFd: number): bigint {
-  const data: { deadline_ns: number | bigint; pad: number; fence_fd: number } = { deadline_ns: 0, pad: 0, fence_fd: fenceFd };
-  assert.equal(U.ioctl(tl, U.SW_SYNC_GET_DEADLINE, data), 0);
-  assert.equal(typeof data.deadline_ns, 'bigint');
-  return data.deadline_ns as bigint;
-}
-
-function merge(fd: number, fd2: number, name = ''): number {
-  const data = { name, fd2, fence: -1, flags: 0, pad: 0 };
-  assert.equal(U.ioctl(fd, U.SYNC_IOC_MERGE, data), 0);
-  return track(data.fence);
-}
-
-function ready(fd: number): number {
-  const fds = [{ fd, events: U.POLLIN, revents: -1 }];
-  U.poll(fds, 0);
-  return fds[0]!.revents;
+  return details(fd).fences;
 }
 
 /** The context number in a sync_file's default name `sw_sync-<comm><context>-<seqno>`. */
@@ -109,13 +34,6 @@ function contextOf(fd: number): bigint {
   assert.ok(m, `default name of fd ${fd}`);
   assert.ok(m[1]!.startsWith(NAME));
   return BigInt(m[1]!.slice(NAME.length));
-}
-
-function closeAll(...fds: number[]): void {
-  for (const fd of fds) {
-    U.close(fd);
-    openFds.delete(fd);
-  }
 }
 
 /** The name this implementation gives a new timeline (the obj_name of its points). */

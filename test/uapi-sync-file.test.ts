@@ -3,107 +3,19 @@
  * struct decoding (uapi.md "Details" 2–4), fd rules (uapi.md "Details" 8): dup,
  * close, numbering, EBADF/ENOTTY.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as U from 'dmabuf/uapi';
 import { liveObjects } from 'dmabuf';
+import {
+  closeAll, createFence, details, getDeadline, inc, installFdCleanup, merge, openTl, ready, setDeadline, status,
+  summary, track,
+} from './support/fds.js';
 
 const BASELINE = liveObjects();
 
-interface FenceInfo {
-  obj_name: string;
-  driver_name: string;
-  status: number;
-  flags: number;
-  timestamp_ns: bigint;
-}
-
-/* ---- fd bookkeeping: every fd a test opens is closed after it, even when it fails ---- */
-
-const openFds = new Set<number>();
-
-function track(fd: number): number {
-  openFds.add(fd);
-  return fd;
-}
-
-afterEach(() => {
-  for (const fd of openFds) {
-    try {
-      U.close(fd);
-    } catch {
-      // already closed by the test
-    }
-  }
-  openFds.clear();
-});
-
-function closeAll(...fds: number[]): void {
-  for (const fd of fds) {
-    U.close(fd);
-    openFds.delete(fd);
-  }
-}
-
-/* ---- helpers ---- */
-
-function openTl(): number {
-  return track(U.open('/dev/sw_sync'));
-}
-
-function createFence(tl: number, value: number): number {
-  const data = { value, name: '', fence: -1 };
-  assert.equal(U.ioctl(tl, U.SW_SYNC_IOC_CREATE_FENCE, data), 0);
-  return track(data.fence);
-}
-
-function inc(tl: number, n: number): void {
-  assert.equal(U.ioctl(tl, U.SW_SYNC_IOC_INC, n), 0);
-}
-
-function merge(fd: number, fd2: number, name = ''): number {
-  const data = { name, fd2, fence: -1, flags: 0, pad: 0 };
-  assert.equal(U.ioctl(fd, U.SYNC_IOC_MERGE, data), 0);
-  assert.equal(typeof data.fence, 'number');
-  return track(data.fence);
-}
-
-function summary(fd: number): { name: string; status: number; num_fences: number } {
-  const info = { name: '', status: 99, flags: 0, num_fences: 0, pad: 0 };
-  assert.equal(U.ioctl(fd, U.SYNC_IOC_FILE_INFO, info), 0);
-  return { name: info.name, status: info.status, num_fences: info.num_fences };
-}
-
-function status(fd: number): number {
-  return summary(fd).status;
-}
-
-/** FILE_INFO with room for every leaf: the aggregate status and the entries. */
-function details(fd: number): { status: number; name: string; fences: FenceInfo[] } {
-  const n = summary(fd).num_fences;
-  const arr: FenceInfo[] = [];
-  const info = { name: '', status: 99, flags: 0, num_fences: n, pad: 0, sync_fence_info: arr };
-  assert.equal(U.ioctl(fd, U.SYNC_IOC_FILE_INFO, info), 0);
-  assert.equal(info.num_fences, n);
-  assert.equal(arr.length, n);
-  return { status: info.status, name: info.name, fences: arr };
-}
-
-function setDeadline(fd: number, ns: bigint): void {
-  assert.equal(U.ioctl(fd, U.SYNC_IOC_SET_DEADLINE, { deadline_ns: ns, pad: 0 }), 0);
-}
-
-function getDeadline(tl: number, fenceFd: number): bigint {
-  const data: { deadline_ns: number | bigint; pad: number; fence_fd: number } = { deadline_ns: 0, pad: 0, fence_fd: fenceFd };
-  assert.equal(U.ioctl(tl, U.SW_SYNC_GET_DEADLINE, data), 0);
-  return data.deadline_ns as bigint;
-}
-
-function ready(fd: number): number {
-  const fds = [{ fd, events: U.POLLIN, revents: -1 }];
-  U.poll(fds, 0);
-  return fds[0]!.revents;
-}
+// Every fd a test opens is closed after it, even when it fails.
+installFdCleanup();
 
 /** The fd the next open/dup would get (probed with dup of a probe fd, then closed again). */
 function nextFd(probe: number): number {

@@ -5,158 +5,60 @@
  */
 import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import * as U from 'dmabuf/uapi';
 import { liveObjects } from 'dmabuf';
-import type { Command, Gate, PollingEvent, PollReport, Reply } from './workers/uapi-worker.js';
+import { guard } from './support/async.js';
+import { closeAll, createFence, inc, installFdCleanup, openTl, ready, status, summary, track } from './support/fds.js';
+import { pollLiveObjects } from './support/leaks.js';
+import { openGate, RpcClient, type Gate } from './support/worker-rpc.js';
+import type { Command, PollingEvent, PollReport } from './workers/uapi-worker.js';
 
 const BASELINE = liveObjects();
 const HANG_GUARD_MS = 20_000;
 
-/* ---- fd bookkeeping ---- */
+/* ---- fd and worker bookkeeping ---- */
 
-const openFds = new Set<number>();
 const workers = new Set<UapiWorker>();
 
-function track(fd: number): number {
-  openFds.add(fd);
-  return fd;
-}
-
+installFdCleanup();
 afterEach(async () => {
-  for (const fd of openFds) {
-    try {
-      U.close(fd);
-    } catch {
-      // already closed by the test
-    }
-  }
-  openFds.clear();
   for (const w of workers) await w.terminate();
   workers.clear();
 });
 
-function closeAll(...fds: number[]): void {
-  for (const fd of fds) {
-    U.close(fd);
-    openFds.delete(fd);
-  }
-}
-
 /* ---- helpers ---- */
 
-function openTl(): number {
-  return track(U.open('/dev/sw_sync'));
-}
-
-function createFence(tl: number, value: number): number {
-  const data = { value, name: '', fence: -1 };
-  U.ioctl(tl, U.SW_SYNC_IOC_CREATE_FENCE, data);
-  return track(data.fence);
-}
-
-function inc(tl: number, n: number): void {
-  U.ioctl(tl, U.SW_SYNC_IOC_INC, n);
-}
-
-function summary(fd: number): { name: string; status: number; num_fences: number } {
-  const info = { name: '', status: 99, flags: 0, num_fences: 0, pad: 0 };
-  U.ioctl(fd, U.SYNC_IOC_FILE_INFO, info);
-  return { name: info.name, status: info.status, num_fences: info.num_fences };
-}
-
-function status(fd: number): number {
-  return summary(fd).status;
-}
-
-function ready(fd: number): number {
-  const p = [{ fd, events: U.POLLIN, revents: -1 }];
-  U.poll(p, 0);
-  return p[0]!.revents;
-}
-
-function guard<T>(p: Promise<T>, what: string, ms = HANG_GUARD_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`hang guard: ${what} did not settle in ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
 /** liveObjects() once it is back to `expected`, or after ~2 s (reaping runs in the 'exit' handler). */
-async function settledLive(expected: number): Promise<number> {
-  const end = Date.now() + 2000;
-  while (liveObjects() !== expected && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  return liveObjects();
+function settledLive(expected: number): Promise<number> {
+  return pollLiveObjects(expected, 2000);
 }
 
-function openGate(gate: SharedArrayBuffer): void {
-  const word = new Int32Array(gate);
-  Atomics.store(word, 0, 1);
-  Atomics.notify(word, 0);
-}
-
-class UapiWorker {
-  readonly worker: Worker;
-  readonly exited: Promise<number>;
-  #req = 0;
-  #replies = new Map<number, (r: Reply) => void>();
-  #events: PollingEvent[] = [];
-  #eventWaiters: Array<{ req: number; resolve: (e: PollingEvent) => void }> = [];
-
+class UapiWorker extends RpcClient<Command & Gate, PollingEvent> {
   constructor() {
-    this.worker = new Worker(new URL('./workers/uapi-worker.js', import.meta.url));
-    this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
-    this.worker.on('message', (m: Reply | PollingEvent) => {
-      if (m.kind === 'reply') {
-        this.#replies.get(m.req)?.(m);
-        this.#replies.delete(m.req);
-        return;
-      }
-      const i = this.#eventWaiters.findIndex((w) => w.req === m.req);
-      if (i >= 0) this.#eventWaiters.splice(i, 1)[0]!.resolve(m);
-      else this.#events.push(m);
+    super(new URL('./workers/uapi-worker.js', import.meta.url), {
+      callGuardMs: HANG_GUARD_MS, eventGuardMs: HANG_GUARD_MS,
     });
     workers.add(this);
   }
 
-  /** Post a command; `reply` settles with its result (rejects with the worker's error code). */
-  start(cmd: Command & Gate): { req: number; reply: Promise<unknown> } {
-    const req = ++this.#req;
-    const reply = new Promise<Reply>((resolve) => this.#replies.set(req, resolve));
-    this.worker.postMessage({ ...cmd, req });
-    return {
-      req,
-      reply: guard(reply, `worker op ${cmd.op}`).then((r) => {
-        if (r.ok) return r.value;
-        throw Object.assign(new Error(r.message), { code: r.code });
-      }),
-    };
-  }
-
-  call(cmd: Command & Gate): Promise<unknown> {
-    return this.start(cmd).reply;
-  }
-
   /** The `polling` event of request `req` (posted just before the worker starts to wait). */
   polling(req: number): Promise<PollingEvent> {
-    const i = this.#events.findIndex((e) => e.req === req);
-    if (i >= 0) return Promise.resolve(this.#events.splice(i, 1)[0]!);
-    return guard(new Promise((resolve) => this.#eventWaiters.push({ req, resolve })), `polling event ${req}`);
+    return this.event((e) => e.req === req);
   }
 
-  async receive(fds: number[]): Promise<number[]> {
-    return (await this.call({ op: 'receive', packet: U.sendFds(fds) })) as number[];
+  /** Send this thread's `fds` to the worker: its numbers for them. */
+  receive(fds: number[]): Promise<number[]> {
+    return this.call<number[]>({ op: 'receive', packet: U.sendFds(fds) });
   }
 
   /** Ask the worker for its fds `fds` and install them here. */
   async fetch(fds: number[], close = false): Promise<number[]> {
-    const packet = (await this.call({ op: 'send', fds, close })) as U.FdPacket;
+    const packet = await this.call<U.FdPacket>({ op: 'send', fds, close });
     return U.receiveFds(packet).map(track);
   }
 
-  async terminate(): Promise<void> {
-    await this.worker.terminate();
+  override async terminate(): Promise<void> {
+    await super.terminate();
     workers.delete(this);
   }
 }

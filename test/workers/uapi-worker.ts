@@ -2,15 +2,16 @@
  * The worker of the `dmabuf/uapi` thread tests, driven by messages and using only
  * the uapi (fds, ioctl, poll, sendFds/receiveFds).
  *
- * The test posts `Request`s; the worker answers each with a `Reply` carrying the
- * same `req`, and posts a `polling` event just before it starts a blocking poll.
+ * The test posts `Request`s; the worker answers each with an `RpcReply` carrying
+ * the same `req` (test/support/worker-rpc.ts), and posts a `polling` event just
+ * before it starts a blocking poll.
  * A request may carry a `gate`: the worker then blocks until word 0 of that
  * SharedArrayBuffer is non-zero before it acts (then sleeps `delayMs` more), so
  * the test can block its own thread in `poll` first and be woken by this worker.
  * Timeouts here are hang guards only.
  */
-import { parentPort } from 'node:worker_threads';
 import * as U from 'dmabuf/uapi';
+import { passGate, serve, type Gate } from '../support/worker-rpc.js';
 
 export type Command =
   | { op: 'receive'; packet: U.FdPacket }
@@ -26,16 +27,7 @@ export type Command =
   | { op: 'pollAsync'; fds: number[]; timeoutMs: number }
   | { op: 'exit' };
 
-export interface Gate {
-  gate?: SharedArrayBuffer;
-  delayMs?: number;
-}
-
 export type Request = Command & Gate & { req: number };
-
-export type Reply =
-  | { kind: 'reply'; req: number; ok: true; value: unknown }
-  | { kind: 'reply'; req: number; ok: false; code: string | undefined; message: string };
 
 export interface PollingEvent {
   kind: 'event';
@@ -50,22 +42,6 @@ export interface PollReport {
   revents: number[];
 }
 
-const port = parentPort;
-if (!port) throw new Error('uapi-worker.ts must run in a worker thread');
-
-function sleep(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-function passGate(g: Gate): void {
-  if (g.gate) {
-    const word = new Int32Array(g.gate);
-    const deadline = Date.now() + 30_000; // hang guard only
-    while (Atomics.load(word, 0) === 0 && Date.now() < deadline) Atomics.wait(word, 0, 0, 1000);
-  }
-  if (g.delayMs) sleep(g.delayMs);
-}
-
 function pollFds(fds: number[]): U.PollFd[] {
   return fds.map((fd) => ({ fd, events: U.POLLIN, revents: 0 }));
 }
@@ -74,7 +50,7 @@ function report(n: number, p: U.PollFd[]): PollReport {
   return { n, revents: p.map((e) => e.revents ?? -1) };
 }
 
-async function run(m: Request): Promise<unknown> {
+async function run(m: Request, emit: (e: PollingEvent) => void): Promise<unknown> {
   passGate(m);
   switch (m.op) {
     case 'receive':
@@ -114,7 +90,7 @@ async function run(m: Request): Promise<unknown> {
     case 'poll': {
       const p = pollFds(m.fds);
       const readyBefore = U.poll(pollFds(m.fds), 0);
-      port!.postMessage({ kind: 'event', event: 'polling', req: m.req, readyBefore } satisfies PollingEvent);
+      emit({ kind: 'event', event: 'polling', req: m.req, readyBefore });
       const n = U.poll(p, m.timeoutMs);
       return report(n, p);
     }
@@ -122,7 +98,7 @@ async function run(m: Request): Promise<unknown> {
       const p = pollFds(m.fds);
       const readyBefore = U.poll(pollFds(m.fds), 0);
       const pending = U.pollAsync(p, m.timeoutMs);
-      port!.postMessage({ kind: 'event', event: 'polling', req: m.req, readyBefore } satisfies PollingEvent);
+      emit({ kind: 'event', event: 'polling', req: m.req, readyBefore });
       const n = await pending;
       return report(n, p);
     }
@@ -131,15 +107,4 @@ async function run(m: Request): Promise<unknown> {
   }
 }
 
-port.on('message', (m: Request) => {
-  run(m).then(
-    (value) => port.postMessage({ kind: 'reply', req: m.req, ok: true, value } satisfies Reply),
-    (e: unknown) => {
-      const err = e as { code?: unknown; message?: unknown };
-      port.postMessage({
-        kind: 'reply', req: m.req, ok: false, code: typeof err.code === 'string' ? err.code : undefined,
-        message: String(err.message),
-      } satisfies Reply);
-    },
-  );
-});
+serve<Request, PollingEvent>(run);
