@@ -20,9 +20,11 @@
  * caller keeps (and must put) its own, rather than handing them over.
  */
 import {
-  allocFenceSlot, DmaFence, F_AUX, F_ERROR, fenceAdoptSlot, fenceFromSlot, fenceRef, FenceKind, registerFenceKind,
-  slotDone, slotFenceKind, slotSignaled, slotTimestampNs,
+  DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef,
 } from './dma-fence.js';
+import {
+  allocFenceSlot, F_AUX, F_ERROR, FenceKind, registerFenceKind, slotDone, slotFenceKind, slotSignaled, slotTimestampNs,
+} from './dma-fence-slot.js';
 import { fail } from './errors.js';
 import { listCreate, listEntries, listFree } from './shared/list.js';
 import { unref } from './shared/slab.js';

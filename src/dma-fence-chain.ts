@@ -20,9 +20,11 @@
  * and `fence`; the caller keeps (and puts) its own.
  */
 import {
-  allocFenceSlot, DmaFence, F_AUX, fenceAdoptSlot, fenceFromSlot, fenceRef, FenceKind, registerFenceKind, slotDone,
-  slotFenceKind,
+  DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef,
 } from './dma-fence.js';
+import {
+  allocFenceSlot, F_AUX, FenceKind, registerFenceKind, slotDone, slotFenceKind,
+} from './dma-fence-slot.js';
 import { fail } from './errors.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import { ref, S_REFS, unref } from './shared/slab.js';

@@ -14,7 +14,9 @@
  */
 import { arrayMemberSlots, dmaFenceArrayCreate } from './dma-fence-array.js';
 import { chainContainedSlot, chainWalkSlot } from './dma-fence-chain.js';
-import { DmaFence, fenceFromSlot } from './dma-fence.js';
+import {
+  DmaFence, fenceFromSlot,
+} from './dma-fence.js';
 import { fail } from './errors.js';
 import { ref, unref } from './shared/slab.js';
 import { world } from './shared/world.js';

@@ -32,9 +32,11 @@
  * (then check the entry still names it), so nothing they read is freed under them.
  */
 import {
-  DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef, fenceSlotIsSignaled, fenceViewIfAny, slotIsLaterOrSame,
-  slotSameContext, slotSignaled, type WaitOptions,
+  DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef, fenceSlotIsSignaled, fenceViewIfAny, type WaitOptions,
 } from './dma-fence.js';
+import {
+  slotIsLaterOrSame, slotSameContext, slotSignaled,
+} from './dma-fence-slot.js';
 import { dmaFenceArrayCreate, isContainer } from './dma-fence-array.js';
 import { fail } from './errors.js';
 import { LIST_PER_SLOT, listAlloc, listAt, listFree, listSet } from './shared/list.js';

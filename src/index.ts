@@ -8,10 +8,10 @@ import './shared/reaper.js';
 import { world } from './shared/world.js';
 
 export { DmaBufError, ERRNO, errnoName, isDmaBufError, type ErrnoName } from './errors.js';
+export { DmaFence, type DmaFenceFunc, type DmaFenceOps, type WaitAnyResult, type WaitOptions } from './dma-fence.js';
 export {
-  DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, DMA_FENCE_FLAG_USER_BITS, DmaFence, type DmaFenceFunc,
-  type DmaFenceOps, type WaitAnyResult, type WaitOptions,
-} from './dma-fence.js';
+  DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, DMA_FENCE_FLAG_USER_BITS,
+} from './dma-fence-slot.js';
 export { SW_SYNC_HAS_DEADLINE_BIT, SwSyncTimeline, syncInfoText } from './sw-sync.js';
 export { liveObjects } from './shared/slab.js';
 export { MAX_PACKET_OBJECTS, type Packet } from './shared/packet.js';

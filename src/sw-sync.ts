@@ -27,10 +27,12 @@
  */
 import { readFileSync } from 'node:fs';
 import {
-  allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, DmaFence, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME,
-  fenceAdoptSlot,
-  FenceKind, fenceViewIfAny, finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
+  DmaFence, fenceAdoptSlot, fenceViewIfAny,
 } from './dma-fence.js';
+import {
+  allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME, FenceKind,
+  finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
+} from './dma-fence-slot.js';
 import { ERRNO, fail } from './errors.js';
 import { allocFile, fileGet, filePriv, filePut, FileType, receiveFile, registerFileType } from './file.js';
 import { packSlots, type Packet } from './shared/packet.js';

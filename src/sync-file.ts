@@ -12,7 +12,9 @@
  * The file is shared: send its fd (uapi `sendFds`) or `share()` it, and the same
  * file — name, fence — is seen by the receiving thread.
  */
-import { DmaFence, fenceFromSlot, fenceRef, fenceSlotEnable, fenceSlotIsSignaled, fenceUnref } from './dma-fence.js';
+import {
+  DmaFence, fenceFromSlot, fenceRef, fenceSlotEnable, fenceSlotIsSignaled, fenceUnref,
+} from './dma-fence.js';
 import { unwrap, unwrapMerge } from './dma-fence-unwrap.js';
 import { fail } from './errors.js';
 import {

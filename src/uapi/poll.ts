@@ -14,7 +14,12 @@
  * anything else re-checks on every signal in the world (shared/wait.ts).
  */
 import { fail } from '../errors.js';
-import { fenceFromSlot, fenceSlotWaitTimeout, slotIsLeaf } from '../dma-fence.js';
+import {
+  fenceFromSlot, fenceSlotWaitTimeout,
+} from '../dma-fence.js';
+import {
+  slotIsLeaf,
+} from '../dma-fence-slot.js';
 import { filePriv, FileType, fileType } from '../file.js';
 import { syncFilePoll } from '../sync-file.js';
 import { multiWait, multiWaitAsync } from '../shared/wait.js';

@@ -10,7 +10,9 @@
  */
 import { fail } from '../errors.js';
 import { FileType } from '../file.js';
-import { fenceUnref } from '../dma-fence.js';
+import {
+  fenceUnref,
+} from '../dma-fence.js';
 import { swSyncCreatePointSlot, swSyncGetDeadline, swSyncIncFile, SwSyncTimeline, syncInfoText } from '../sw-sync.js';
 import { SyncFile, syncFileCreateFromSlot } from '../sync-file.js';
 import { SW_SYNC_GET_DEADLINE, SW_SYNC_IOC_CREATE_FENCE, SW_SYNC_IOC_INC } from './constants.js';
