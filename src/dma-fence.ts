@@ -223,9 +223,8 @@ export class DmaFence implements Disposable {
       || typeof ops.getTimelineName !== 'function') {
       throw new TypeError('dma_fence_init: ops must provide getDriverName() and getTimelineName()');
     }
-    // Contexts and seqnos within 2^53 are kept as numbers: storing them then needs no BigInt.
-    const ctx = asNumberIfSafe(checkU64(context, 'context', 'dma_fence_init'));
-    const seq = asNumberIfSafe(checkU64(seqno, 'seqno', 'dma_fence_init'));
+    const ctx = checkU64(context, 'context', 'dma_fence_init');
+    const seq = checkU64(seqno, 'seqno', 'dma_fence_init');
     if (!W) world();
     opsNames(ops); // ask for the names now, as dma_fence_init's BUG_ON checks would
     const f = new DmaFence(PRIVATE, PRIVATE_SLOT);
@@ -242,7 +241,11 @@ export class DmaFence implements Disposable {
   #materialize(): void {
     if (this.#slot !== PRIVATE_SLOT) return;
     const names = opsNames(this.#ops!);
-    const slot = allocFenceSlot(FenceKind.Driver, this.#pCtx, this.#pSeq, false, names[0], names[1]);
+    // Only now are bigint contexts/seqnos within 2^53 turned into numbers (no BigInt split when stored);
+    // a fence that never leaves its thread never pays for it.
+    const slot = allocFenceSlot(
+      FenceKind.Driver, asNumberIfSafe(this.#pCtx), asNumberIfSafe(this.#pSeq), false, names[0], names[1],
+    );
     const b = W.base(slot);
     W.i32[b + F_FLAGS] = this.#pFlags;
     W.i32[b + F_ERROR] = this.#pError;
