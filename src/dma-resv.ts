@@ -42,7 +42,7 @@ import { fail } from './errors.js';
 import { LIST_PER_SLOT, listAlloc, listAt, listFree, listSet } from './shared/list.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import {
-  adoptAsHold, allocSlot, hold, Kind, onRelease, S_DATA, S_REFS, slotKind, unhold, unref,
+  adoptAsHold, allocSlot, hold, Kind, onRelease, S_DATA, slotKind, tryRef, unhold, unref,
 } from './shared/slab.js';
 import { world, type World } from './shared/world.js';
 import {
@@ -92,16 +92,6 @@ function entryFence(e: number): number {
 
 function entryUsage(e: number): DmaResvUsage {
   return (e & 3) as DmaResvUsage;
-}
-
-/** dma_fence_get_rcu: a reference unless the count already reached zero. */
-function tryRef(w: World, slot: number): boolean {
-  const at = w.base(slot) + S_REFS;
-  for (;;) {
-    const n = Atomics.load(w.i32, at);
-    if (n <= 0) return false;
-    if (Atomics.compareExchange(w.i32, at, n, n + 1) === n) return true;
-  }
 }
 
 /** Wait out a writer's array replacement; returns the (even) sequence to validate against. */

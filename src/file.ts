@@ -12,7 +12,7 @@
  */
 import { fail } from './errors.js';
 import { adoptAsHold, allocSlot, hold, Kind, onRelease, readName, S_DATA, unhold, writeName } from './shared/slab.js';
-import { unpackSlots } from './shared/packet.js';
+import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import { H_INODE, world, type World } from './shared/world.js';
 
 export const FL_TYPE = S_DATA + 0;
@@ -104,6 +104,43 @@ export function filePut(slot: number): void {
 /** Check that `slot` is a live file of `type`. @throws EINVAL otherwise. */
 export function expectFile(w: World, slot: number, type: FileType, syscall: string): void {
   if (fileType(w, slot) !== type) throw fail('EINVAL', syscall, `object ${slot} is not a ${fileOps[type]?.name ?? 'file'}`);
+}
+
+/**
+ * What every driver-API handle on a file shares (SyncFile, SwSyncTimeline, later
+ * DmaBuf): one hold of this thread on the file, `share()` for another thread, and
+ * `close()` (fput), after which the handle is unusable (EBADF).
+ */
+export abstract class FileHandle implements Disposable {
+  #file: number;
+  readonly #what: string;
+
+  protected constructor(file: number, what: string) {
+    this.#file = file;
+    this.#what = what;
+  }
+
+  /** @internal the file slot. @throws EBADF after close(). */
+  get file(): number {
+    if (this.#file < 0) throw fail('EBADF', this.#what, `${this.#what} handle already closed`);
+    return this.#file;
+  }
+
+  /** A token carrying one reference to this file to another thread (post it with postMessage). */
+  share(): Packet {
+    return packSlots([this.file], `${this.#what}_share`);
+  }
+
+  /** Drop this handle (fput); the last reference anywhere releases the file. */
+  close(): void {
+    const f = this.file;
+    this.#file = -1;
+    filePut(f);
+  }
+
+  [Symbol.dispose](): void {
+    if (this.#file >= 0) this.close();
+  }
 }
 
 /**

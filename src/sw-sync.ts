@@ -33,12 +33,12 @@ import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME, FenceKind,
   finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
 } from './dma-fence-slot.js';
-import { ERRNO, fail } from './errors.js';
-import { allocFile, fileGet, filePriv, filePut, FileType, receiveFile, registerFileType } from './file.js';
-import { packSlots, type Packet } from './shared/packet.js';
+import { ERRNO } from './errors.js';
+import { allocFile, fileGet, FileHandle, filePriv, FileType, receiveFile, registerFileType } from './file.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import {
-  allocSlot, copyName, encodeName, Kind, onRelease, readName, ref, S_DATA, S_LOCK, S_NEXT, S_PREV, S_REFS, unref, writeName,
+  allocSlot, copyName, encodeName, Kind, onRelease, readName, ref, S_DATA, S_LOCK, S_NEXT, S_PREV, tryRef, unref,
+  writeName,
 } from './shared/slab.js';
 import { ktimeNowNs } from './shared/wait.js';
 import { H_TIMELINE_HEAD, H_TIMELINE_LOCK, H_TIMELINE_TAIL, world, type World } from './shared/world.js';
@@ -102,16 +102,6 @@ function linkBefore(w: World, tl: number, pt: number, before: number): void {
   if (before >= 0) i32[w.base(before) + PT_PREV] = pt;
   else i32[w.base(tl) + TL_PT_TAIL] = pt;
   i32[pb + PT_LINKED] = 1;
-}
-
-/** dma_fence_get_rcu: a reference unless the count already reached zero. */
-function tryRef(w: World, slot: number): boolean {
-  const at = w.base(slot) + S_REFS;
-  for (;;) {
-    const n = Atomics.load(w.i32, at);
-    if (n <= 0) return false;
-    if (Atomics.compareExchange(w.i32, at, n, n + 1) === n) return true;
-  }
 }
 
 function ptSignaled(w: World, pt: number): boolean {
@@ -306,11 +296,9 @@ export function swSyncGetDeadline(fence: DmaFence): bigint | number {
  * file; `close()` drops it, and the last close anywhere fails pending points with
  * -ENOENT.
  */
-export class SwSyncTimeline implements Disposable {
-  #file: number;
-
+export class SwSyncTimeline extends FileHandle {
   private constructor(file: number) {
-    this.#file = file;
+    super(file, 'sw_sync');
   }
 
   /** Open a new timeline (sw_sync_debugfs_open). @throws ENOMEM when the shared table is full. */
@@ -331,29 +319,13 @@ export class SwSyncTimeline implements Disposable {
     return new SwSyncTimeline(fileSlot);
   }
 
-  /** A token carrying one reference to this timeline to another thread (see `DmaFence.share`). */
-  share(): Packet {
-    return packSlots([this.file], 'sw_sync_share');
-  }
-
   /** Receive a token made by `share()`. @throws EINVAL if it does not carry one sw_sync timeline. */
   static receive(token: unknown): SwSyncTimeline {
     return new SwSyncTimeline(receiveFile(token, FileType.SwSync, 'sw_sync_receive'));
   }
 
-  /** @internal the file slot. */
-  get file(): number {
-    this.#check();
-    return this.#file;
-  }
-
   #tl(): number {
-    this.#check();
-    return filePriv(world(), this.#file);
-  }
-
-  #check(): void {
-    if (this.#file < 0) throw fail('EBADF', 'sw_sync', 'timeline handle already closed');
+    return filePriv(world(), this.file);
   }
 
   get name(): string {
@@ -392,17 +364,6 @@ export class SwSyncTimeline implements Disposable {
     swSyncIncFile(this.file, inc);
   }
 
-  /** Drop this handle; the last one anywhere is the file's release. */
-  close(): void {
-    this.#check();
-    const f = this.#file;
-    this.#file = -1;
-    filePut(f);
-  }
-
-  [Symbol.dispose](): void {
-    if (this.#file >= 0) this.close();
-  }
 }
 
 /* ---- debugfs: /sys/kernel/debug/sync/info ---- */

@@ -16,12 +16,10 @@ import {
   DmaFence, fenceFromSlot, fenceRef, fenceSlotEnable, fenceSlotIsSignaled, fenceUnref,
 } from './dma-fence.js';
 import { unwrap, unwrapMerge } from './dma-fence-unwrap.js';
-import { fail } from './errors.js';
 import {
-  allocFile, expectFile, FL_AUX, fileGet, fileName, filePriv, filePut, FileType, fileType, receiveFile, registerFileType,
-  setFileName,
+  allocFile, expectFile, FileHandle, FL_AUX, fileGet, fileName, filePriv, FileType, fileType, receiveFile,
+  registerFileType, setFileName,
 } from './file.js';
-import { packSlots, type Packet } from './shared/packet.js';
 import { world } from './shared/world.js';
 
 /** Set once the first poll has enabled signalling (POLL_ENABLED). */
@@ -63,11 +61,9 @@ export function syncFileCreateFromSlot(fence: number, syscall: string): number {
 }
 
 /** A handle on a sync_file: one reference to the file. */
-export class SyncFile implements Disposable {
-  #file: number;
-
+export class SyncFile extends FileHandle {
   private constructor(file: number) {
-    this.#file = file;
+    super(file, 'sync_file');
   }
 
   /**
@@ -95,16 +91,6 @@ export class SyncFile implements Disposable {
   /** True if file `slot` is a sync_file. @internal */
   static isSyncFile(slot: number): boolean {
     return fileType(world(), slot) === FileType.SyncFile;
-  }
-
-  /** @internal the file slot. */
-  get file(): number {
-    this.#check();
-    return this.#file;
-  }
-
-  #check(): void {
-    if (this.#file < 0) throw fail('EBADF', 'sync_file', 'sync_file handle already closed');
   }
 
   /** sync_file_get_fence: a new reference to the fence. */
@@ -199,26 +185,10 @@ export class SyncFile implements Disposable {
     return syncFilePoll(this.file);
   }
 
-  /** A token carrying one reference to this file to another thread. */
-  share(): Packet {
-    return packSlots([this.file], 'sync_file_share');
-  }
-
   /** Receive a token made by `share()`. @throws EINVAL if it does not carry one sync_file. */
   static receive(token: unknown): SyncFile {
     return new SyncFile(receiveFile(token, FileType.SyncFile, 'sync_file_receive'));
   }
 
-  /** Drop this handle (fput); the last reference anywhere releases the file and its fence reference. */
-  close(): void {
-    this.#check();
-    const f = this.#file;
-    this.#file = -1;
-    filePut(f);
-  }
-
-  [Symbol.dispose](): void {
-    if (this.#file >= 0) this.close();
-  }
 }
 

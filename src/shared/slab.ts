@@ -185,6 +185,21 @@ export function ref(w: World, slot: number): void {
   Atomics.add(w.i32, w.base(slot) + S_REFS, 1);
 }
 
+/**
+ * kref_get_unless_zero (dma_fence_get_rcu): an internal reference unless the count
+ * already reached zero (the object is being released). For readers that reach an
+ * object without holding a reference to it; they must re-check afterwards that it
+ * is still the object they meant (the slot may have been reused).
+ */
+export function tryRef(w: World, slot: number): boolean {
+  const at = w.base(slot) + S_REFS;
+  for (;;) {
+    const n = Atomics.load(w.i32, at);
+    if (n <= 0) return false;
+    if (Atomics.compareExchange(w.i32, at, n, n + 1) === n) return true;
+  }
+}
+
 /** Drop an internal reference; the last one releases the object. */
 export function unref(w: World, slot: number): void {
   if (Atomics.sub(w.i32, w.base(slot) + S_REFS, 1) === 1) release(w, slot);
