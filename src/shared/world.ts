@@ -176,8 +176,11 @@ export function world(): World {
   if (current) return current;
   const inherited = getEnvironmentData(ENV_KEY);
   if (inherited instanceof SharedArrayBuffer) return join(inherited);
-  if (!isMainThread && process.env['DMABUF_STRICT_JOIN'] === '1') {
-    throw fail('ENODEV', 'join', 'no shared table was inherited by this worker');
+  if (!isMainThread) {
+    // A Worker started before its parent loaded dmabuf inherits nothing: its objects then live in
+    // a table of its own and cannot be exchanged with other threads' (receiving a packet fails).
+    process.emitWarning('this worker inherited no dmabuf table and starts its own; import dmabuf in the '
+      + 'parent before creating the Worker to share objects with it', { code: 'DMABUF_OWN_TABLE' });
   }
   return join(createTable());
 }
