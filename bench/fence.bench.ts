@@ -12,7 +12,7 @@
  *
  * Run through bench/run.ts, or alone: `node build-test/bench/fence.bench.js [--quick]`.
  */
-import { Worker, MessageChannel, type TransferListItem } from 'node:worker_threads';
+import { MessageChannel, type TransferListItem } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { DmaFence, setWaitSpin, SwSyncTimeline, type DmaFenceOps } from 'dmabuf';
 import { close, ioctl, open, sendFds, SW_SYNC_IOC_INC } from 'dmabuf/uapi';
@@ -20,6 +20,7 @@ import {
   absolute, bench, count, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions,
   type Result,
 } from './harness.js';
+import { Peer } from './peer.js';
 import {
   createPoint, CTL_BYTES, pollIn, rawWaitFor, W_A, W_B, W_ERROR, W_STOP, type Reply, type Start,
 } from './workers/pingpong-worker.js';
@@ -44,59 +45,6 @@ const BLOCKING: BenchOptions = { iterations: 10_000, warmup: 2_000, rounds: 7, b
 /** MessagePort: slower per trip, fewer of them. */
 const PORTED: BenchOptions = { iterations: 5_000, warmup: 1_000, rounds: 7, batch: true, quickIterations: 200 };
 
-/** The worker, with its replies buffered so none is lost while this thread is blocked. */
-class Peer {
-  readonly worker: Worker;
-  #queue: Reply[] = [];
-  #waiter: { resolve: (r: Reply) => void; reject: (e: unknown) => void } | undefined;
-  #failure: unknown;
-  #exited = false;
-
-  constructor() {
-    this.worker = new Worker(new URL('./workers/pingpong-worker.js', import.meta.url));
-    this.worker.on('message', (r: Reply) => {
-      const w = this.#waiter;
-      this.#waiter = undefined;
-      if (w) w.resolve(r);
-      else this.#queue.push(r);
-    });
-    this.worker.on('error', (e) => {
-      this.#failure = e;
-      this.#waiter?.reject(e);
-      this.#waiter = undefined;
-    });
-    this.worker.on('exit', () => {
-      this.#exited = true;
-      this.#waiter?.reject(new Error('pingpong worker exited'));
-      this.#waiter = undefined;
-    });
-  }
-
-  post(msg: Start, transfer: readonly TransferListItem[] = []): void {
-    this.worker.postMessage(msg, transfer);
-  }
-
-  next(): Promise<Reply> {
-    const r = this.#queue.shift();
-    if (r) return Promise.resolve(r);
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    if (this.#exited) return Promise.reject(new Error('pingpong worker exited'));
-    return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
-    });
-  }
-
-  /** Ask the worker to exit by itself; terminate it if it has not within 5 s. */
-  async exit(): Promise<void> {
-    if (this.#exited) return;
-    const gone = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
-    this.post({ cmd: 'exit' });
-    const timer = setTimeout(() => void this.worker.terminate(), 5000);
-    await gone;
-    clearTimeout(timer);
-  }
-}
-
 interface Variant {
   start: Start;
   transfer?: readonly TransferListItem[];
@@ -116,7 +64,7 @@ interface Variant {
  * variants apart: no spin budget or cached state carries over.)
  */
 async function pingPong(name: string, opts: BenchOptions, v: Variant): Promise<Result | undefined> {
-  const peer = new Peer();
+  const peer = new Peer<Start, Reply>(new URL('./workers/pingpong-worker.js', import.meta.url), 'pingpong worker');
   try {
     peer.post(v.start, v.transfer ?? []);
     const ready = await peer.next();
@@ -135,7 +83,7 @@ async function pingPong(name: string, opts: BenchOptions, v: Variant): Promise<R
     }
     return res;
   } finally {
-    await peer.exit();
+    await peer.exit({ cmd: 'exit' });
   }
 }
 

@@ -20,7 +20,6 @@
  *
  * Run through bench/run.ts, or alone: `node build-test/bench/resv.bench.js [--quick]`.
  */
-import { Worker } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import {
   DMA_RESV_USAGE_BOOKKEEP, DMA_RESV_USAGE_WRITE, DmaFence, DmaResv, WwAcquireCtx, WwMutex, type DmaFenceOps,
@@ -30,6 +29,7 @@ import {
   absolute, bench, count, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions,
   type Result,
 } from './harness.js';
+import { Peer } from './peer.js';
 import {
   C_ACK, C_COUNTER, C_DONE, C_ERROR, C_GO, C_LAST, C_N, C_STARTED, C_STOP, CTL_BYTES, futexSection, MAIN_ID,
   resvSection, SPIN_LOADS, type Reply, type Section, type Start,
@@ -421,54 +421,6 @@ const C = {
   futexSpin: `(c) baseline: raw futex mutex, ${SPIN_LOADS} loads of spin before wait, 2 threads`,
 } as const;
 
-/** A worker that runs one variant; its replies are buffered so none is lost while this thread blocks. */
-class Peer {
-  readonly worker: Worker;
-  #queue: Reply[] = [];
-  #waiter: { resolve: (r: Reply) => void; reject: (e: unknown) => void } | undefined;
-  #failure: unknown;
-  #exited = false;
-  readonly gone: Promise<void>;
-
-  constructor() {
-    this.worker = new Worker(new URL('./workers/resv-worker.js', import.meta.url));
-    this.gone = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.on('message', (r: Reply) => {
-      const w = this.#waiter;
-      this.#waiter = undefined;
-      if (w) w.resolve(r);
-      else this.#queue.push(r);
-    });
-    this.worker.on('error', (e) => {
-      this.#failure = e;
-      this.#waiter?.reject(e);
-      this.#waiter = undefined;
-    });
-    this.worker.on('exit', () => {
-      this.#exited = true;
-      this.#waiter?.reject(new Error('resv worker exited'));
-      this.#waiter = undefined;
-    });
-  }
-
-  next(): Promise<Reply> {
-    const r = this.#queue.shift();
-    if (r) return Promise.resolve(r);
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    if (this.#exited) return Promise.reject(new Error('resv worker exited'));
-    return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
-    });
-  }
-
-  /** Wait for the worker to exit by itself (it does after its 'done'); terminate it after 5 s. */
-  async exited(): Promise<void> {
-    const timer = setTimeout(() => void this.worker.terminate(), 5000);
-    await this.gone;
-    clearTimeout(timer);
-  }
-}
-
 /** Block until ctl[at] !== prev; throws if the worker failed. */
 function waitChange(ctl: Int32Array, at: number, prev: number): number {
   for (;;) {
@@ -486,13 +438,13 @@ function waitChange(ctl: Int32Array, at: number, prev: number): number {
  */
 async function contend(name: string, ctl: Int32Array, start: Start, mine: Section): Promise<Result | undefined> {
   if (!wants(name)) return undefined;
-  const peer = new Peer();
+  const peer = new Peer<Start, Reply>(new URL('./workers/resv-worker.js', import.meta.url), 'resv worker');
   let gen = 0;
   let mainPairs = 0;
   let handoffs = 0;
   let res: Result | undefined;
   try {
-    peer.worker.postMessage(start);
+    peer.post(start);
     const ready = await peer.next();
     if (ready.ev !== 'ready') throw new Error(`${name}: worker failed to start: ${ready.error ?? '?'}`);
     try {

@@ -10,17 +10,17 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import {
   DMA_RESV_USAGE_BOOKKEEP, DMA_RESV_USAGE_KERNEL, DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, DmaFence, DmaResv,
-  DmaResvLocked, liveObjects, lockRecoveries, SwSyncTimeline, WwAcquireCtx,
+  DmaResvLocked, lockRecoveries, SwSyncTimeline, WwAcquireCtx,
 } from 'dmabuf';
-
-import type { ResvCommand, ResvReply, ResvRequest, ResvStressResult } from './workers/resv-worker.js';
+import { guard as hangGuard, settledValue, turn } from './support/async.js';
+import { pollLiveObjects, stubBaseline } from './support/leaks.js';
+import { RpcClient, type Gate } from './support/worker-rpc.js';
+import type { ResvCommand, ResvStressResult } from './workers/resv-worker.js';
 
 // The stub lives forever once created: create it before taking the baseline.
-DmaFence.getStub().put();
-const BASELINE = liveObjects();
+const BASELINE = stubBaseline();
 
 const KERNEL = DMA_RESV_USAGE_KERNEL;
 const WRITE = DMA_RESV_USAGE_WRITE;
@@ -32,61 +32,16 @@ const HANG_GUARD_MS = 120_000;
 
 /* ---- helpers ---- */
 
-const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** 'pending' if `p` has not settled after a few event-loop turns, else its value. */
-async function settledValue<T>(p: Promise<T>): Promise<T | 'pending'> {
-  let out: T | 'pending' = 'pending';
-  void p.then((v) => {
-    out = v;
-  });
-  for (let i = 0; i < 5; i++) await turn();
-  return out;
+/** `p` under this file's hang guard (never a result). */
+function withHangGuard<T>(p: Promise<T>, what: string): Promise<T> {
+  return hangGuard(p, what, HANG_GUARD_MS);
 }
 
-function withHangGuard<T>(p: Promise<T>, what: string, ms = HANG_GUARD_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`hang guard: ${what} did not finish in ${ms} ms`)), ms);
-  });
-  return Promise.race([p, guard]).finally(() => clearTimeout(timer));
-}
-
-/** The test's side of a resv-worker: numbered requests, one reply each. */
-class ResvWorker {
-  readonly worker = new Worker(new URL('./workers/resv-worker.js', import.meta.url));
-  readonly exited: Promise<number>;
-  #next = 1;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
-
+/** Client of test/workers/resv-worker.ts, terminated (its references and locks reaped) when the test ends. */
+class ResvWorker extends RpcClient<ResvCommand & Gate> {
   constructor(t: TestContext) {
-    this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
-    this.worker.on('message', (r: ResvReply) => {
-      const p = this.#pending.get(r.req);
-      if (!p) return;
-      this.#pending.delete(r.req);
-      if (r.ok) p.resolve(r.value);
-      else p.reject(Object.assign(new Error(r.message), { code: r.code }));
-    });
-    this.worker.on('error', (e) => {
-      for (const p of this.#pending.values()) p.reject(e);
-      this.#pending.clear();
-    });
-    t.after(() => this.stop());
-  }
-
-  call<T = unknown>(c: ResvCommand, delayMs = 0): Promise<T> {
-    const req = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(req, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ ...c, req, delayMs } satisfies ResvRequest);
-    });
-  }
-
-  /** Terminate (idempotent); the worker's references and locks are reaped. */
-  async stop(): Promise<void> {
-    await this.worker.terminate();
-    await this.exited;
+    super(new URL('./workers/resv-worker.js', import.meta.url));
+    t.after(() => this.terminate());
   }
 }
 
@@ -219,7 +174,7 @@ test('a blocking waitTimeout here wakes when the worker signals its fence and re
   await w.call({ op: 'initFence', name: 'f', context: null, seqno: 1 });
   await w.call({ op: 'addFence', resv: 'r', name: 'f', usage: WRITE });
   // The delay only makes it likely that this thread is asleep when the worker signals.
-  const signalled = w.call({ op: 'signal', name: 'f' }, 50);
+  const signalled = w.call({ op: 'signal', name: 'f', delayMs: 50 });
   const left = r!.waitTimeout(READ, HANG_GUARD_MS);
   assert.ok(left > 0 && left <= HANG_GUARD_MS, `remaining ${left}`);
   assert.equal(await signalled, 0);
@@ -417,7 +372,7 @@ test('stress: 3 workers lock random subsets of 8 shared resvs with the back-off 
 /* ---- dead lock holders ---- */
 
 const ENDINGS: ReadonlyArray<[string, (w: ResvWorker) => Promise<void>]> = [
-  ['terminated', (w) => w.stop()],
+  ['terminated', (w) => w.terminate()],
   ['exiting normally', async (w) => {
     void w.call({ op: 'exit' }).catch(() => undefined); // no reply comes
     await w.exited;
@@ -466,7 +421,5 @@ for (const [how, end] of ENDINGS) {
 /* ---- leak check ---- */
 
 test('no objects leaked by this file (liveObjects() back to the baseline)', async () => {
-  const end = Date.now() + 5_000;
-  while (liveObjects() !== BASELINE && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(liveObjects(), BASELINE);
+  assert.equal(await pollLiveObjects(BASELINE), BASELINE);
 });

@@ -10,19 +10,19 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import {
   DMA_RESV_USAGE_BOOKKEEP, DMA_RESV_USAGE_KERNEL, DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, dmaFenceArrayCreate,
   dmaFenceArrayMembers, dmaFenceChainInit, DmaFence, DmaResv, DmaResvLocked, dmaResvUsageRw, isDmaFenceArray,
   liveObjects, WwAcquireCtx,
 } from 'dmabuf';
 import type { DmaFenceOps, DmaResvUsage } from 'dmabuf';
-
-import type { ResvCommand, ResvReply, ResvRequest, SeenFence } from './workers/resv-worker.js';
+import { settledValue } from './support/async.js';
+import { pollLiveObjects, stubBaseline } from './support/leaks.js';
+import { RpcClient, type Gate } from './support/worker-rpc.js';
+import type { ResvCommand, SeenFence } from './workers/resv-worker.js';
 
 // The stub lives forever once created: create it before taking the baseline.
-DmaFence.getStub().put();
-const BASELINE = liveObjects();
+const BASELINE = stubBaseline();
 
 const EALREADY = -114;
 const EDEADLK = -35;
@@ -38,18 +38,6 @@ const USAGES = [KERNEL, WRITE, READ, BOOKKEEP] as const;
 const NAME = ['KERNEL', 'WRITE', 'READ', 'BOOKKEEP'] as const;
 
 /* ---- helpers ---- */
-
-const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** 'pending' if `p` has not settled after a few event-loop turns, else its value. */
-async function settledValue<T>(p: Promise<T>): Promise<T | 'pending'> {
-  let out: T | 'pending' = 'pending';
-  void p.then((v) => {
-    out = v;
-  });
-  for (let i = 0; i < 5; i++) await turn();
-  return out;
-}
 
 function ops(extra: Partial<DmaFenceOps> = {}): DmaFenceOps {
   return { getDriverName: () => 'resv-drv', getTimelineName: () => 'resv-tl', ...extra };
@@ -164,39 +152,10 @@ function mixed(refs: Refs): { r: DmaResv; byName: Map<string, DmaFence> } {
   return { r, byName };
 }
 
-/** The test's side of a resv-worker: numbered requests, one reply each. */
-class ResvWorker {
-  readonly worker = new Worker(new URL('./workers/resv-worker.js', import.meta.url));
-  readonly exited: Promise<number>;
-  #next = 1;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
-
+/** Client of test/workers/resv-worker.ts. */
+class ResvWorker extends RpcClient<ResvCommand & Gate> {
   constructor() {
-    this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
-    this.worker.on('message', (r: ResvReply) => {
-      const p = this.#pending.get(r.req);
-      if (!p) return;
-      this.#pending.delete(r.req);
-      if (r.ok) p.resolve(r.value);
-      else p.reject(Object.assign(new Error(r.message), { code: r.code }));
-    });
-    this.worker.on('error', (e) => {
-      for (const p of this.#pending.values()) p.reject(e);
-      this.#pending.clear();
-    });
-  }
-
-  call<T = unknown>(c: ResvCommand, delayMs = 0): Promise<T> {
-    const req = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(req, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ ...c, req, delayMs } satisfies ResvRequest);
-    });
-  }
-
-  async stop(): Promise<void> {
-    await this.worker.terminate();
-    await this.exited;
+    super(new URL('./workers/resv-worker.js', import.meta.url));
   }
 }
 
@@ -975,13 +934,11 @@ test('a thread-private fence (DmaFence.init) added to a resv is visible to anoth
     assert.equal(await w.call({ op: 'testSignaled', resv: 'r', usage: BOOKKEEP }), true);
     assert.equal(await w.call({ op: 'waitTimeout', resv: 'r', usage: READ, timeoutMs: 0 }), 1);
     await w.call({ op: 'putResv', resv: 'r' });
-    await w.stop();
+    await w.terminate();
   });
 
 /* ---- leak check ---- */
 
 test('no objects leaked by this file (liveObjects() back to the baseline)', async () => {
-  const end = Date.now() + 5_000;
-  while (liveObjects() !== BASELINE && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(liveObjects(), BASELINE);
+  assert.equal(await pollLiveObjects(BASELINE), BASELINE);
 });

@@ -8,17 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isDmaBufError, liveObjects, ERRNO } from 'dmabuf';
 import * as U from 'dmabuf/uapi';
-
-/** xorshift32: small, seeded, replayable. */
-function rng(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
+import { xorshift } from './support/stress.js';
 
 const REQUESTS = [
   U.SW_SYNC_IOC_CREATE_FENCE, U.SW_SYNC_IOC_INC, U.SW_SYNC_GET_DEADLINE, U.SYNC_IOC_MERGE, U.SYNC_IOC_FILE_INFO,
@@ -29,7 +19,7 @@ const FIELDS = ['value', 'name', 'fence', 'fd2', 'flags', 'pad', 'num_fences', '
 const KNOWN_ERRNOS = new Set(Object.values(ERRNO));
 
 function fuzzRun(seed: number, steps: number): void {
-  const r = rng(seed);
+  const r = xorshift(seed); // seeded, so a failure replays
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const open: number[] = [];
   const scalar = (): unknown => pick([

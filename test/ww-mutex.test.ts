@@ -8,11 +8,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import { DmaFence, liveObjects, lockRecoveries, WwAcquireCtx, WwMutex } from 'dmabuf';
-
-import type { Command, Reply, Request, StressResult } from './workers/ww-worker.js';
-
+import { guard, settledValue, turn } from './support/async.js';
+import { pollLiveObjects } from './support/leaks.js';
+import { RpcClient } from './support/worker-rpc.js';
+import type { Command, StressResult } from './workers/ww-worker.js';
 
 const EALREADY = -114;
 const EDEADLK = -35;
@@ -22,18 +22,6 @@ const HANG_GUARD_MS = 120_000;
 const BASELINE = liveObjects();
 
 /* ---- helpers ---- */
-
-const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** 'pending' if `p` has not settled after a few event-loop turns, else its value. */
-async function settledValue<T>(p: Promise<T>): Promise<T | 'pending'> {
-  let out: T | 'pending' = 'pending';
-  void p.then((v) => {
-    out = v;
-  });
-  for (let i = 0; i < 5; i++) await turn();
-  return out;
-}
 
 /** A mutex that is put when the test ends (after unlocking it if this thread still holds it). */
 function mutexes(t: { after(fn: () => void): void }, n: number): WwMutex[] {
@@ -47,48 +35,16 @@ function mutexes(t: { after(fn: () => void): void }, n: number): WwMutex[] {
   return ms;
 }
 
-/** The test's side of a ww-worker: numbered requests, one reply each. */
-class WwWorker {
-  readonly worker = new Worker(new URL('./workers/ww-worker.js', import.meta.url));
-  readonly exited: Promise<number>;
-  #next = 1;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
-
+/** Client of test/workers/ww-worker.ts. */
+class WwWorker extends RpcClient<Command> {
   constructor() {
-    this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
-    this.worker.on('message', (r: Reply) => {
-      const p = this.#pending.get(r.req);
-      if (!p) return;
-      this.#pending.delete(r.req);
-      if (r.ok) p.resolve(r.value);
-      else p.reject(Object.assign(new Error(r.message), { code: r.code }));
-    });
-    this.worker.on('error', (e) => {
-      for (const p of this.#pending.values()) p.reject(e);
-      this.#pending.clear();
-    });
-  }
-
-  call<T = unknown>(c: Command): Promise<T> {
-    const req = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(req, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ ...c, req } satisfies Request);
-    });
-  }
-
-  async stop(): Promise<void> {
-    await this.worker.terminate();
-    await this.exited;
+    super(new URL('./workers/ww-worker.js', import.meta.url));
   }
 }
 
-function withHangGuard<T>(p: Promise<T>, what: string, ms = HANG_GUARD_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`hang guard: ${what} did not finish in ${ms} ms`)), ms);
-  });
-  return Promise.race([p, guard]).finally(() => clearTimeout(timer));
+/** `p` under this file's hang guard (never a result). */
+function withHangGuard<T>(p: Promise<T>, what: string): Promise<T> {
+  return guard(p, what, HANG_GUARD_MS);
 }
 
 /* ---- contexts and stamps ---- */
@@ -106,7 +62,7 @@ test('acquire contexts get increasing, unique stamps (smaller = older)', () => {
 
 test('a worker context made later is younger than one made here earlier (one global counter)', async (t) => {
   const w = new WwWorker();
-  t.after(() => w.stop());
+  t.after(() => w.terminate());
   const mine = new WwAcquireCtx();
   const theirs = await w.call<bigint>({ op: 'newCtx', ctx: 'c' });
   assert.ok(theirs > mine.stamp);
@@ -554,7 +510,7 @@ test('lockSlowAsync aborted while waiting gives -EINTR and keeps the context rea
 
 test('a mutex shared with a worker: its holder blocks ours, trylock fails, unlock by us is EPERM', async (t) => {
   const w = new WwWorker();
-  t.after(() => w.stop());
+  t.after(() => w.terminate());
   const [m] = mutexes(t, 1);
   await w.call({ op: 'receive', m: 'm', token: m!.share() });
   assert.equal(await w.call({ op: 'lock', m: 'm', ctx: null }), 0);
@@ -580,7 +536,7 @@ test('a mutex shared with a worker: its holder blocks ours, trylock fails, unloc
 test('cross-thread wait-die: the younger worker context dies, backs off with a blocking lockSlow, then gets both',
   async (t) => {
     const w = new WwWorker();
-    t.after(() => w.stop());
+    t.after(() => w.terminate());
     const [a, b] = mutexes(t, 2);
     await w.call({ op: 'receive', m: 'a', token: a!.share() });
     await w.call({ op: 'receive', m: 'b', token: b!.share() });
@@ -609,7 +565,7 @@ test('cross-thread wait-die: the younger worker context dies, backs off with a b
 
 test('an older context here waits (no -EDEADLK) for a mutex a younger worker context holds', async (t) => {
   const w = new WwWorker();
-  t.after(() => w.stop());
+  t.after(() => w.terminate());
   const [a, b] = mutexes(t, 2);
   await w.call({ op: 'receive', m: 'b', token: b!.share() });
   const older = new WwAcquireCtx();
@@ -640,7 +596,7 @@ test('two workers locking overlapping sets in opposite orders with the back-off 
     const ms = mutexes(t, 4);
     const workers = [new WwWorker(), new WwWorker()];
     t.after(async () => {
-      for (const w of workers) await w.stop();
+      for (const w of workers) await w.terminate();
     });
     const counters = new SharedArrayBuffer(4 * ms.length);
     const iterations = 400;
@@ -664,7 +620,7 @@ test('stress: 3 workers lock random subsets of 8 shared mutexes in random order;
     const ms = mutexes(t, 8);
     const workers = [new WwWorker(), new WwWorker(), new WwWorker()];
     t.after(async () => {
-      for (const w of workers) await w.stop();
+      for (const w of workers) await w.terminate();
     });
     const counters = new SharedArrayBuffer(4 * ms.length);
     const names = await shareAll(workers[0]!, ms);
@@ -702,7 +658,7 @@ test('a worker terminated while holding a ww-mutex: the next lock() here returns
   await w.call({ op: 'newCtx', ctx: 'c' });
   assert.equal(await w.call({ op: 'lock', m: 'm', ctx: 'c' }), 0);
   const before = lockRecoveries();
-  await w.stop();
+  await w.terminate();
   const ctx = new WwAcquireCtx();
   assert.equal(m!.lock(ctx), 0);
   assert.equal(m!.ownerDied, true);
@@ -723,7 +679,7 @@ test('a worker that exits normally while holding a ww-mutex releases it (ownerDi
   await w.exited;
   // A new worker may take the dead one's tid at once: the lock must not look held by it.
   const next = new WwWorker();
-  t.after(() => next.stop());
+  t.after(() => next.terminate());
   await next.call({ op: 'receive', m: 'm', token: m!.share() });
   assert.equal(m!.trylock(), true, 'released by the exiting thread itself');
   assert.equal(m!.ownerDied, true);
@@ -738,7 +694,7 @@ test('a waiter here is woken when the worker holding the mutex is terminated', a
   const ctx = new WwAcquireCtx();
   const p = m!.lockAsync(ctx);
   assert.equal(await settledValue(p), 'pending');
-  await w.stop();
+  await w.terminate();
   assert.equal(await withHangGuard(p, 'the waiter'), 0);
   assert.equal(m!.ownerDied, true);
   assert.equal(m!.lockingCtx(), ctx);
@@ -749,7 +705,5 @@ test('a waiter here is woken when the worker holding the mutex is terminated', a
 /* ---- leak check ---- */
 
 test('no objects leaked by this file (liveObjects() back to the baseline)', async () => {
-  const end = Date.now() + 5_000;
-  while (liveObjects() !== BASELINE && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(liveObjects(), BASELINE);
+  assert.equal(await pollLiveObjects(BASELINE), BASELINE);
 });

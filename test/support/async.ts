@@ -21,3 +21,13 @@ export function turn(): Promise<void> {
 export async function turns(n = 5): Promise<void> {
   for (let i = 0; i < n; i++) await turn();
 }
+
+/** 'pending' if `p` has not settled after `n` event-loop turns, else its value. */
+export async function settledValue<T>(p: Promise<T>, n = 5): Promise<T | 'pending'> {
+  let out: T | 'pending' = 'pending';
+  void p.then((v) => {
+    out = v;
+  });
+  await turns(n);
+  return out;
+}

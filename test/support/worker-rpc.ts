@@ -137,9 +137,10 @@ export class RpcClient<Cmd extends { op: string }, Ev extends RpcEvent = never> 
     await (ms === undefined ? this.exited : guard(this.exited, 'worker exit', ms));
   }
 
-  /** Terminate the worker at once. */
+  /** Terminate the worker at once; resolves once it has exited (its holds are then reaped). */
   async terminate(): Promise<void> {
     await this.worker.terminate();
+    await this.exited;
   }
 }
 

@@ -1,19 +1,20 @@
 /**
  * Worker of test/dma-resv.test.ts and test/dma-resv-threads.test.ts, driven by
  * messages: the test posts a `ResvRequest` ({ req, op, ... }) and the worker
- * answers each with a `ResvReply` carrying the same `req`. Blocking operations
- * (lock, waitTimeout) block this worker's thread, so their reply comes when they
- * return. Reservation objects, fences, timelines and held locks are kept under
+ * answers each with an `RpcReply` carrying the same `req`
+ * (test/support/worker-rpc.ts). Blocking operations (lock, waitTimeout) block
+ * this worker's thread, so their reply comes when they return. Reservation objects, fences, timelines and held locks are kept under
  * names chosen by the test.
  *
- * A request may carry `delayMs`: the worker sleeps that long before acting. It
+ * A request may carry `delayMs` (a `Gate`): the worker sleeps that long before acting. It
  * only makes it likely that the test's thread is already asleep in a wait when
  * the worker acts; no result depends on it.
  */
-import { parentPort } from 'node:worker_threads';
 import {
   DmaFence, DmaResv, DmaResvLocked, SwSyncTimeline, WwAcquireCtx, type DmaFenceOps, type DmaResvUsage, type Packet,
 } from 'dmabuf';
+import { bumpCounter, randomOrder, xorshift } from '../support/stress.js';
+import { passGate, serve, type Gate } from '../support/worker-rpc.js';
 
 export type ResvCommand =
   | { op: 'receiveResv'; resv: string; token: Packet }
@@ -52,11 +53,7 @@ export type ResvCommand =
     seed: number;
   };
 
-export type ResvRequest = ResvCommand & { req: number; delayMs?: number };
-
-export type ResvReply =
-  | { req: number; ok: true; value: unknown }
-  | { req: number; ok: false; code: string | undefined; message: string };
+export type ResvRequest = ResvCommand & Gate & { req: number };
 
 /** One fence seen by `fencesUnlocked`. */
 export interface SeenFence {
@@ -79,9 +76,6 @@ export interface ResvStressResult {
 
 const EDEADLK = -35;
 const EALREADY = -114;
-
-const port = parentPort;
-if (!port) throw new Error('resv-worker.ts must run in a worker thread');
 
 const ops: DmaFenceOps = { getDriverName: () => 'resv-worker', getTimelineName: () => 'worker-tl' };
 
@@ -107,17 +101,6 @@ function guardOf(r: DmaResv, ctx: WwAcquireCtx | null): DmaResvLocked {
   const g = r.lock(ctx);
   if (!(g instanceof DmaResvLocked)) throw new Error(`lock returned ${g}`);
   return g;
-}
-
-/** xorshift32: a tiny seeded PRNG, so every run locks the same sequence of sets. */
-function xorshift(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
 }
 
 /**
@@ -156,13 +139,7 @@ function stress(c: Extract<ResvCommand, { op: 'stress' }>): ResvStressResult {
   let maxFences = 0;
   let added = 0;
   for (let it = 0; it < c.iterations; it++) {
-    const order: number[] = [];
-    for (let i = 0; i < rs.length; i++) if (rnd() < 0.5) order.push(i);
-    if (order.length === 0) order.push(Math.floor(rnd() * rs.length));
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(rnd() * (i + 1));
-      [order[i], order[j]] = [order[j]!, order[i]!];
-    }
+    const order = randomOrder(rnd, rs.length);
     const ctx = new WwAcquireCtx();
     const guards = new Map<number, DmaResvLocked>();
     backoffs += lockAll(rs, order, ctx, guards);
@@ -176,10 +153,7 @@ function stress(c: Extract<ResvCommand, { op: 'stress' }>): ResvStressResult {
       maxFences = Math.max(maxFences, g.numFences);
       f.signal();
       f.put();
-      // A deliberately non-atomic read-modify-write: only the locks keep it from losing updates.
-      const v = counters[i]!;
-      for (let k = 0; k < 20; k++) if (Atomics.load(counters, i) !== v) break;
-      counters[i] = v + 1;
+      bumpCounter(counters, i);
       locks[i]!++;
     }
     for (const g of guards.values()) g.unlock();
@@ -283,18 +257,7 @@ function run(c: ResvCommand): unknown {
   }
 }
 
-const nap = new Int32Array(new SharedArrayBuffer(4));
-
-port.on('message', (r: ResvRequest) => {
-  let reply: ResvReply;
-  try {
-    if (r.delayMs) Atomics.wait(nap, 0, 0, r.delayMs);
-    reply = { req: r.req, ok: true, value: run(r) };
-  } catch (e) {
-    const err = e as { code?: unknown; message?: unknown };
-    reply = {
-      req: r.req, ok: false, code: typeof err.code === 'string' ? err.code : undefined, message: String(err.message),
-    };
-  }
-  port.postMessage(reply);
+serve<ResvRequest>((r) => {
+  passGate(r);
+  return run(r);
 });

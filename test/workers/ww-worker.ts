@@ -1,12 +1,13 @@
 /**
  * Worker of test/ww-mutex.test.ts, driven by messages: the test posts a `Request`
- * ({ req, op, ... }) and the worker answers each with a `Reply` carrying the same
- * `req`. Blocking operations (lock, lockSlow) block this worker's thread, so their
+ * ({ req, op, ... }) and the worker answers each with an `RpcReply` carrying the
+ * same `req` (test/support/worker-rpc.ts). Blocking operations (lock, lockSlow) block this worker's thread, so their
  * reply comes when they return. Mutexes and contexts are kept under names chosen
  * by the test.
  */
-import { parentPort } from 'node:worker_threads';
 import { WwAcquireCtx, WwMutex, type Packet } from 'dmabuf';
+import { bumpCounter, randomOrder, xorshift } from '../support/stress.js';
+import { serve } from '../support/worker-rpc.js';
 
 export type Command =
   | { op: 'receive'; m: string; token: Packet }
@@ -40,10 +41,6 @@ export interface StressResult {
   backoffs: number;
 }
 
-export type Reply =
-  | { req: number; ok: true; value: unknown }
-  | { req: number; ok: false; code: string | undefined; message: string };
-
 const mutexes = new Map<string, WwMutex>();
 const contexts = new Map<string, WwAcquireCtx>();
 /** Mutex names each context holds, as this worker tracked them. */
@@ -59,17 +56,6 @@ function ctxOf(name: string): WwAcquireCtx {
   const c = contexts.get(name);
   if (!c) throw new Error(`no context ${name}`);
   return c;
-}
-
-/** xorshift32: a tiny seeded PRNG, so every run locks the same sequence of sets. */
-function xorshift(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
 }
 
 /** Lock every mutex of `order` with `ctx`, following the back-off protocol. Returns the back-off count. */
@@ -101,25 +87,12 @@ function stress(c: Extract<Command, { op: 'stress' }>): StressResult {
   const rnd = xorshift(c.seed);
   let backoffs = 0;
   for (let it = 0; it < c.iterations; it++) {
-    let order: number[];
-    if (c.order) order = c.order;
-    else {
-      order = [];
-      for (let i = 0; i < ms.length; i++) if (rnd() < 0.5) order.push(i);
-      if (order.length === 0) order.push(Math.floor(rnd() * ms.length));
-      for (let i = order.length - 1; i > 0; i--) {
-        const j = Math.floor(rnd() * (i + 1));
-        [order[i], order[j]] = [order[j]!, order[i]!];
-      }
-    }
+    const order = c.order ?? randomOrder(rnd, ms.length);
     const ctx = new WwAcquireCtx();
     backoffs += lockAll(ms, order, ctx);
     ctx.done();
     for (const i of order) {
-      // A deliberately non-atomic read-modify-write: only the locks keep it from losing updates.
-      const v = counters[i]!;
-      for (let k = 0; k < 20; k++) if (Atomics.load(counters, i) !== v) break;
-      counters[i] = v + 1;
+      bumpCounter(counters, i);
       increments[i]!++;
     }
     for (const i of order) ms[i]!.unlock();
@@ -177,15 +150,4 @@ function run(c: Command): unknown {
   }
 }
 
-parentPort!.on('message', (r: Request) => {
-  let reply: Reply;
-  try {
-    reply = { req: r.req, ok: true, value: run(r) };
-  } catch (e) {
-    const err = e as { code?: unknown; message?: unknown };
-    reply = {
-      req: r.req, ok: false, code: typeof err.code === 'string' ? err.code : undefined, message: String(err.message),
-    };
-  }
-  parentPort!.postMessage(reply);
-});
+serve<Request>(run);
