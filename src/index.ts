@@ -16,6 +16,9 @@ export { SW_SYNC_HAS_DEADLINE_BIT, SwSyncTimeline, syncInfoText } from './sw-syn
 export { liveObjects } from './shared/slab.js';
 export { MAX_PACKET_OBJECTS, type Packet } from './shared/packet.js';
 export { lockRecoveries } from './shared/mutex.js';
+export {
+  allocPages, arenaStats, freePages, MAX_ORDER, orderFor, PAGE_SIZE, pageBytes, type ArenaStats,
+} from './shared/arena.js';
 export { setWaitSpin } from './shared/wait.js';
 export { dmaFenceArrayCreate, dmaFenceArrayMembers, dmaFenceMatchContext, isContainer, isDmaFenceArray } from './dma-fence-array.js';
 export {

@@ -13,7 +13,7 @@
  */
 import { fail } from '../errors.js';
 import { adoptAsHold, allocSlot, Kind, onRelease, ref, S_DATA, S_NEXT, slotGen, slotKind, unref } from './slab.js';
-import { adoptWorld, world, type World } from './world.js';
+import { adoptWorld, isWorldMemory, world, type World } from './world.js';
 
 const PK_STATE = S_DATA + 0;
 const PK_COUNT = S_DATA + 1;
@@ -29,6 +29,7 @@ const RECEIVED = 1;
 export interface Packet {
   readonly __dmabuf: 'packet';
   readonly table: SharedArrayBuffer;
+  readonly arena: SharedArrayBuffer;
   readonly slot: number;
   readonly gen: number;
   readonly count: number;
@@ -60,13 +61,15 @@ export function packSlots(slots: readonly number[], syscall: string): Packet {
     });
   }
   const head = chain[0]!;
-  return Object.freeze({ __dmabuf: 'packet', table: w.sab, slot: head, gen: slotGen(w, head), count: slots.length });
+  return Object.freeze({
+    __dmabuf: 'packet', table: w.sab, arena: w.arena, slot: head, gen: slotGen(w, head), count: slots.length,
+  });
 }
 
 function isPacket(p: unknown): p is Packet {
   if (typeof p !== 'object' || p === null) return false;
   const o = p as Record<string, unknown>;
-  return o['__dmabuf'] === 'packet' && o['table'] instanceof SharedArrayBuffer && Number.isInteger(o['slot'])
+  return o['__dmabuf'] === 'packet' && isWorldMemory(o) && Number.isInteger(o['slot'])
     && Number.isInteger(o['gen']) && Number.isInteger(o['count']);
 }
 
@@ -77,7 +80,7 @@ function isPacket(p: unknown): p is Packet {
  */
 export function unpackSlots(p: unknown, syscall: string): number[] {
   if (!isPacket(p)) throw fail('EINVAL', syscall, 'not an fd packet');
-  const w = adoptWorld(p.table);
+  const w = adoptWorld(p);
   if (p.slot < 0 || p.slot >= w.capacity || slotKind(w, p.slot) !== Kind.Packet || slotGen(w, p.slot) !== p.gen) {
     throw fail('EINVAL', syscall, 'packet was already received');
   }

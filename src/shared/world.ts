@@ -55,6 +55,11 @@ export const H_TIMELINE_TAIL = 17;
 export const H_CHAIN_LOCK = 18;
 /** ww_acquire_ctx stamp counter, 64-bit at words 22-23 (ww-mutex.ts). Stamps start at 1. */
 export const H_WW_STAMP = 22;
+/** Page arena (arena.ts): lock, pages carved so far, capacity in pages; free-list heads from 32. */
+export const H_ARENA_LOCK = 24;
+export const H_ARENA_TOP = 25;
+export const H_ARENA_MAX_PAGES = 26;
+export const H_ARENA_FREE = 32; // 21 words, orders 0..20
 /** Random 64-bit id of this table (words 20-21): SABs cloned by postMessage are new objects for the same memory. */
 export const H_TABLE_ID = 20;
 export const HEADER_WORDS = 256;
@@ -79,6 +84,13 @@ const ENV_KEY = 'dmabuf:world';
 /** Typed views over the one shared table. */
 export class World {
   readonly sab: SharedArrayBuffer;
+  /** The page arena: a growable SharedArrayBuffer playing physical memory (arena.ts). */
+  readonly arena: SharedArrayBuffer;
+  /** Length-tracking views of the arena: they follow its growth in every thread. */
+  readonly arenaU8: Uint8Array;
+  readonly arenaI32: Int32Array;
+  /** One byte per arena page (the buddy allocator's order map), after the slots. */
+  readonly pageMap: Uint8Array;
   readonly i32: Int32Array;
   readonly u32: Uint32Array;
   readonly f64: Float64Array;
@@ -86,8 +98,11 @@ export class World {
   readonly u8: Uint8Array;
   readonly capacity: number;
 
-  constructor(sab: SharedArrayBuffer) {
+  constructor(sab: SharedArrayBuffer, arena: SharedArrayBuffer) {
     this.sab = sab;
+    this.arena = arena;
+    this.arenaU8 = new Uint8Array(arena);
+    this.arenaI32 = new Int32Array(arena);
     this.i32 = new Int32Array(sab);
     this.u32 = new Uint32Array(sab);
     this.f64 = new Float64Array(sab);
@@ -97,6 +112,8 @@ export class World {
       throw fail('EINVAL', 'join', 'shared table has the wrong magic or layout version');
     }
     this.capacity = this.i32[H_CAPACITY]!;
+    const mapAt = (SLOT_BASE + this.capacity * SLOT_WORDS) * 4;
+    this.pageMap = new Uint8Array(sab, mapAt, this.i32[H_ARENA_MAX_PAGES]!);
   }
 
   /** True if `sab` is (a clone of) this table. */
@@ -114,10 +131,35 @@ export class World {
   }
 }
 
-function createTable(): SharedArrayBuffer {
+/** The shared memory a world is made of: the object table and the page arena. */
+export interface WorldMemory {
+  readonly table: SharedArrayBuffer;
+  readonly arena: SharedArrayBuffer;
+}
+
+/**
+ * The arena: a growable SAB reserving up to DMABUF_ARENA_MB (default 4096, V8's
+ * limit per SAB) and committed lazily as it grows. Smaller reservations are tried
+ * if the address space is limited.
+ */
+function createArena(): SharedArrayBuffer {
+  const mb = Number(process.env['DMABUF_ARENA_MB'] ?? 4096);
+  const want = Number.isInteger(mb) && mb >= 1 && mb <= 4096 ? mb * 2 ** 20 : 2 ** 32;
+  for (let max = want; ; max /= 4) {
+    try {
+      return new SharedArrayBuffer(0, { maxByteLength: Math.max(max, 2 ** 20) });
+    } catch (e) {
+      if (max <= 2 ** 20) throw e;
+    }
+  }
+}
+
+function createMemory(): WorldMemory {
+  const arena = createArena();
   const env = Number(process.env['DMABUF_SLOTS'] ?? 65536);
   const capacity = Number.isInteger(env) && env >= 64 && env <= 1 << 22 ? env : 65536;
-  const sab = new SharedArrayBuffer((SLOT_BASE + capacity * SLOT_WORDS) * 4);
+  const maxPages = arena.maxByteLength / 4096;
+  const sab = new SharedArrayBuffer((SLOT_BASE + capacity * SLOT_WORDS) * 4 + maxPages);
   const i32 = new Int32Array(sab);
   i32[H_MAGIC] = MAGIC;
   i32[H_VERSION] = LAYOUT_VERSION;
@@ -130,7 +172,9 @@ function createTable(): SharedArrayBuffer {
   new BigInt64Array(sab)[H_CONTEXT / 2] = 1n; // context 0 belongs to the stub fence
   i32[H_INODE] = 1; // inode numbers start at 1
   crypto.getRandomValues(i32.subarray(H_TABLE_ID, H_TABLE_ID + 2));
-  return sab;
+  i32[H_ARENA_MAX_PAGES] = maxPages;
+  i32.fill(-1, H_ARENA_FREE, H_ARENA_FREE + 21);
+  return { table: sab, arena };
 }
 
 let current: World | undefined;
@@ -146,13 +190,13 @@ export function onJoin(hook: (w: World, tid: number) => void): void {
   if (current) hook(current, myTid);
 }
 
-function join(sab: SharedArrayBuffer): World {
-  const w = new World(sab);
+function join(mem: WorldMemory): World {
+  const w = new World(mem.table, mem.arena);
   const tid = registerThread(w);
   current = w;
   myTid = tid;
-  // Workers created from this thread from now on inherit the table.
-  setEnvironmentData(ENV_KEY, sab);
+  // Workers created from this thread from now on inherit the table and the arena.
+  setEnvironmentData(ENV_KEY, { table: mem.table, arena: mem.arena });
   for (const hook of joinHooks) hook(w, tid);
   return w;
 }
@@ -175,14 +219,21 @@ function registerThread(w: World): number {
 export function world(): World {
   if (current) return current;
   const inherited = getEnvironmentData(ENV_KEY);
-  if (inherited instanceof SharedArrayBuffer) return join(inherited);
+  if (isWorldMemory(inherited)) return join(inherited);
   if (!isMainThread) {
     // A Worker started before its parent loaded dmabuf inherits nothing: its objects then live in
     // a table of its own and cannot be exchanged with other threads' (receiving a packet fails).
     process.emitWarning('this worker inherited no dmabuf table and starts its own; import dmabuf in the '
       + 'parent before creating the Worker to share objects with it', { code: 'DMABUF_OWN_TABLE' });
   }
-  return join(createTable());
+  return join(createMemory());
+}
+
+/** True if `m` is a table and an arena (as carried by environment data and packets). */
+export function isWorldMemory(m: unknown): m is WorldMemory {
+  if (typeof m !== 'object' || m === null) return false;
+  const o = m as Record<string, unknown>;
+  return o['table'] instanceof SharedArrayBuffer && o['arena'] instanceof SharedArrayBuffer;
 }
 
 /** This thread's id in the shared table (joins first if needed). */
@@ -196,12 +247,12 @@ export function tid(): number {
  * different table cannot switch: objects from two tables never mix (EXDEV-like,
  * reported as EINVAL).
  */
-export function adoptWorld(sab: SharedArrayBuffer): World {
+export function adoptWorld(mem: WorldMemory): World {
   if (current) {
-    if (current.isSameTable(sab)) return current;
+    if (current.isSameTable(mem.table)) return current;
     throw fail('EINVAL', 'join', 'this thread already uses another shared table');
   }
-  return join(sab);
+  return join(mem);
 }
 
 /** True while thread `t` is registered and not being reaped. */
