@@ -58,17 +58,25 @@ const BRAND = Symbol.for('dmabuf.error');
 
 /** The one error class of this library. */
 export class DmaBufError extends Error {
-  readonly code: string;
+  readonly code: ErrnoName;
   readonly errno: number;
   readonly syscall: string;
+  /** What failed and why, without the code suffix of `message`. */
+  readonly detail: string;
 
-  constructor(code: ErrnoName, syscall: string, message: string) {
-    super(`${message} (${code})`);
+  constructor(code: ErrnoName, syscall: string, detail: string) {
+    super(`${detail} (${code})`);
     this.name = 'DmaBufError';
     this.code = code;
     this.errno = ERRNO[code];
     this.syscall = syscall;
+    this.detail = detail;
     Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  /** The same error as seen by the system call `syscall` (a driver error surfacing through the uapi). */
+  withSyscall(syscall: string): DmaBufError {
+    return syscall === this.syscall ? this : new DmaBufError(this.code, syscall, this.detail);
   }
 }
 

@@ -92,8 +92,6 @@ export class World {
   /** One byte per arena page (the buddy allocator's order map), after the slots. */
   readonly pageMap: Uint8Array;
   readonly i32: Int32Array;
-  readonly u32: Uint32Array;
-  readonly f64: Float64Array;
   readonly i64: BigInt64Array;
   readonly u8: Uint8Array;
   readonly capacity: number;
@@ -104,8 +102,6 @@ export class World {
     this.arenaU8 = new Uint8Array(arena);
     this.arenaI32 = new Int32Array(arena);
     this.i32 = new Int32Array(sab);
-    this.u32 = new Uint32Array(sab);
-    this.f64 = new Float64Array(sab);
     this.i64 = new BigInt64Array(sab);
     this.u8 = new Uint8Array(sab);
     if (this.i32[H_MAGIC] !== MAGIC || this.i32[H_VERSION] !== LAYOUT_VERSION) {

@@ -8,11 +8,10 @@
  * Handlers validate and decode everything before they change anything, so a
  * failed call leaves every object as it was.
  */
-import { fail } from '../errors.js';
+import { DmaBufError, fail } from '../errors.js';
 import { fileType, type FileType } from '../file.js';
 import { world } from '../shared/world.js';
 import { fdFile } from './fd-table.js';
-import { asSyscall } from './vfs.js';
 
 /** A driver's ioctl entry point: `file` is the file slot, `request` unsigned. */
 export type IoctlHandler = (file: number, request: number, arg: unknown) => number;
@@ -33,7 +32,7 @@ export function ioctl(fd: number, request: number, arg?: unknown): number {
   try {
     return handler(file, request >>> 0, arg);
   } catch (e) {
-    throw asSyscall(e, 'ioctl');
+    throw e instanceof DmaBufError ? e.withSyscall('ioctl') : e;
   }
 }
 

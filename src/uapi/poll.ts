@@ -117,7 +117,8 @@ function begin(fds: unknown, timeoutMs: unknown): Started {
 
 /** poll(2), blocking the calling thread. @returns the number of ready entries. @throws EFAULT, EINVAL. */
 export function poll(fds: PollFd[], timeoutMs: number): number {
-  let { entries, timeout, n } = begin(fds, timeoutMs);
+  const { entries, timeout, n: first } = begin(fds, timeoutMs);
+  let n = first;
   if (n === 0 && timeout > 0) {
     const leaf = singleLeaf(entries);
     if (leaf >= 0) {
@@ -133,7 +134,8 @@ export function poll(fds: PollFd[], timeoutMs: number): number {
 
 /** poll(2) as a promise: the same result without blocking the event loop. */
 export async function pollAsync(fds: PollFd[], timeoutMs: number): Promise<number> {
-  let { entries, timeout, n } = begin(fds, timeoutMs);
+  const { entries, timeout, n: first } = begin(fds, timeoutMs);
+  let n = first;
   if (n === 0 && timeout > 0) {
     const leaf = singleLeaf(entries);
     if (leaf >= 0) {

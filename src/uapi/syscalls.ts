@@ -9,12 +9,12 @@
  * new fds for the same files. The packet keeps the files alive in flight, so the
  * sender may close its fds at once; a packet is received once (again: EINVAL).
  */
-import { fail } from '../errors.js';
+import { DmaBufError, fail } from '../errors.js';
 import { fileGet } from '../file.js';
 import { MAX_PACKET_OBJECTS, packSlots, unpackSlots, type Packet } from '../shared/packet.js';
 import { O_ACCMODE, O_CLOEXEC, O_NONBLOCK, O_RDWR } from './constants.js';
 import { closeFd, fdEntry, fdFile, installFd, reserveFds, STD_STREAM } from './fd-table.js';
-import { asSyscall, listDir, lookupDevice, readVirtualFile } from './vfs.js';
+import { listDir, lookupDevice, readVirtualFile } from './vfs.js';
 
 export type FdPacket = Packet;
 
@@ -26,7 +26,7 @@ export function open(path: string, flags: number = O_RDWR): number {
   try {
     return installFd(opener(flags & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC)), 'open');
   } catch (e) {
-    throw asSyscall(e, 'open');
+    throw e instanceof DmaBufError ? e.withSyscall('open') : e;
   }
 }
 
@@ -48,7 +48,7 @@ export function readFile(path: string): string {
   try {
     return readVirtualFile(path);
   } catch (e) {
-    throw asSyscall(e, 'open');
+    throw e instanceof DmaBufError ? e.withSyscall('open') : e;
   }
 }
 

@@ -5,7 +5,7 @@
  * device nodes for `open`, debugfs/sysfs/procfs files for `readFile`, and
  * directories for `readdir`. An unknown path is ENOENT, as on Linux.
  */
-import { DmaBufError, fail } from '../errors.js';
+import { fail } from '../errors.js';
 
 /** Opens a device node: returns a file slot that the caller's fd will own. */
 export type Opener = (flags: number) => number;
@@ -57,13 +57,4 @@ export function listDir(path: unknown): string[] {
   const list = dirs.get(p.replace(/\/+$/, ''));
   if (!list) throw fail('ENOENT', 'opendir', `no such directory: ${p}`);
   return list();
-}
-
-/** Re-label an error from the driver API with the system call the user made. */
-export function asSyscall(e: unknown, syscall: string): unknown {
-  if (e instanceof DmaBufError && e.syscall !== syscall) {
-    const out = new DmaBufError(e.code as never, syscall, e.message.replace(/ \([A-Z]+\)$/, ''));
-    return out;
-  }
-  return e;
 }
