@@ -18,6 +18,7 @@ export const ERRNO = {
   EPERM: 1,
   ENOENT: 2,
   EINTR: 4,
+  EIO: 5,
   EBADF: 9,
   EAGAIN: 11,
   ENOMEM: 12,

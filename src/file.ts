@@ -83,6 +83,17 @@ export function filePriv(w: World, slot: number): number {
   return w.i32[w.base(slot) + FL_PRIV]!;
 }
 
+/** Inode number of file `slot` (64-bit, exact below 2^53). */
+export function fileInode(w: World, slot: number): number {
+  const b = w.base(slot);
+  return (w.i32[b + FL_INODE]! >>> 0) + (w.i32[b + FL_INODE + 1]! >>> 0) * 2 ** 32;
+}
+
+/** Open flags of file `slot`. */
+export function fileFlags(w: World, slot: number): number {
+  return w.i32[w.base(slot) + FL_FLAGS]!;
+}
+
 export function fileName(w: World, slot: number): string {
   return readName(w, w.base(slot) + FL_NAME, FL_NAME_WORDS);
 }
@@ -129,6 +140,13 @@ export abstract class FileHandle implements Disposable {
   /** A token carrying one reference to this file to another thread (post it with postMessage). */
   share(): Packet {
     return packSlots([this.file], `${this.#what}_share`);
+  }
+
+  /** Give this handle's reference to the caller (e.g. an fd) and make the handle unusable. @returns the file slot. */
+  forget(): number {
+    const f = this.file;
+    this.#file = -1;
+    return f;
   }
 
   /** Drop this handle (fput); the last reference anywhere releases the file. */

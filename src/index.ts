@@ -5,6 +5,7 @@
  */
 import { isMainThread } from 'node:worker_threads';
 import './shared/reaper.js';
+import './drivers.js';
 import { world } from './shared/world.js';
 
 export { DmaBufError, ERRNO, errnoName, isDmaBufError, type ErrnoName } from './errors.js';
@@ -32,6 +33,25 @@ export {
   DMA_RESV_USAGE_BOOKKEEP, DMA_RESV_USAGE_KERNEL, DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, DmaResv, DmaResvLocked,
   dmaResvUsageRw, type DmaResvEntry, type DmaResvUnlockedEntry, type DmaResvUsage,
 } from './dma-resv.js';
+
+export {
+  DmaBuf, registerDmaBufOps, EXPORTER_WORDS, DMA_BUF_NAME_LEN, type DmaBufExportInfo, type DmaBufOps,
+} from './dma-buf.js';
+export {
+  ATTACH_EXPORTER_WORDS, DmaBufAttachment, dmaBufDetach, dmaBufIsCoherent, dmaBufMoveNotify, type AttachOptions,
+  type DmaBufAttachOps, type MapOptions,
+} from './dma-buf-attach.js';
+export {
+  DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, sgEntryBytes, sgTableBytes, type Device, type DeviceDesc,
+  type DmaDataDirection, type PageExtent, type SgEntry, type SgTable,
+} from './device.js';
+export { bufinfoText } from './dma-buf-debug.js';
+export { DmaHeap, type DmaHeapExportInfo, type DmaHeapOps, type DmaHeapUsage } from './dma-heap.js';
+export { systemHeap, systemHeapChunks, SYSTEM_HEAP_NAME } from './heaps/system-heap.js';
+export {
+  bufferExtents, extentsCreate, extentsFree, extentsRead, extentsView, pageBufferMap, pageBufferView, pageBufferVmap,
+} from './page-buffer.js';
+export { allocPagesExact, freePagesExact } from './shared/arena.js';
 
 // The main thread joins at import, so Workers it creates afterwards inherit the table.
 if (isMainThread) world();

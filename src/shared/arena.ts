@@ -54,13 +54,7 @@ function unlinkFree(w: World, page: number, order: number): void {
 
 /** Cut pages [from, to) into the largest naturally aligned blocks and free them. */
 function carve(w: World, from: number, to: number): void {
-  let p = from;
-  while (p < to) {
-    let order = Math.min(MAX_ORDER, 31 - Math.clz32(to - p));
-    while (p % (1 << order) !== 0) order--;
-    pushFree(w, p, order);
-    p += 1 << order;
-  }
+  forEachAligned(from, to, (p, order) => pushFree(w, p, order));
 }
 
 /** Grow the arena so that a block of `order` can be carved. False if it would pass the maximum. */
@@ -118,21 +112,82 @@ export function freePages(page: number, order: number, syscall: string): void {
   const w = world();
   mutexLock(w, H_ARENA_LOCK);
   try {
-    if (!Number.isInteger(page) || page < 0 || page >= w.i32[H_ARENA_TOP]! || w.pageMap[page] !== order + 1) {
-      throw fail('EINVAL', syscall, `page ${page} does not head an allocated block of order ${order}`);
-    }
-    const top = w.i32[H_ARENA_TOP]!;
-    let p = page;
-    let o = order;
-    while (o < MAX_ORDER) {
-      const buddy = p ^ (1 << o);
-      if (buddy + (1 << o) > top || w.pageMap[buddy] !== (FREE | (o + 1))) break;
-      unlinkFree(w, buddy, o);
-      p = Math.min(p, buddy);
-      o++;
-    }
+    checkHead(w, page, order, syscall);
+    freeLocked(w, page, order);
+  } finally {
+    mutexUnlock(w, H_ARENA_LOCK);
+  }
+}
+
+function checkHead(w: World, page: number, order: number, syscall: string): void {
+  if (!Number.isInteger(page) || page < 0 || page >= w.i32[H_ARENA_TOP]! || w.pageMap[page] !== order + 1) {
+    throw fail('EINVAL', syscall, `page ${page} does not head an allocated block of order ${order}`);
+  }
+}
+
+/** Free a checked block, merging it with its free buddies (arena lock held). */
+function freeLocked(w: World, page: number, order: number): void {
+  const top = w.i32[H_ARENA_TOP]!;
+  let p = page;
+  let o = order;
+  while (o < MAX_ORDER) {
+    const buddy = p ^ (1 << o);
+    if (buddy + (1 << o) > top || w.pageMap[buddy] !== (FREE | (o + 1))) break;
+    unlinkFree(w, buddy, o);
+    p = Math.min(p, buddy);
+    o++;
+  }
+  w.pageMap[page] = 0;
+  pushFree(w, p, o);
+}
+
+/** Call `fn` for each largest naturally aligned block that tiles pages [from, to). */
+function forEachAligned(from: number, to: number, fn: (page: number, order: number) => void): void {
+  let p = from;
+  while (p < to) {
+    let order = Math.min(MAX_ORDER, 31 - Math.clz32(to - p));
+    while (p % (1 << order) !== 0) order--;
+    fn(p, order);
+    p += 1 << order;
+  }
+}
+
+/**
+ * alloc_pages_exact: `pages` zeroed, physically contiguous pages. A block of the
+ * next order is taken and its tail given back, as the kernel does; the kept range
+ * is recorded as aligned blocks, so `freePagesExact` can return it piece by piece.
+ * @throws EINVAL (count), ENOMEM.
+ */
+export function allocPagesExact(pages: number, syscall: string): number {
+  if (!Number.isSafeInteger(pages) || pages < 1) throw fail('EINVAL', syscall, `cannot allocate ${pages} pages`);
+  const order = orderFor(pages);
+  if (order > MAX_ORDER) throw fail('ENOMEM', syscall, `${pages} pages exceed the largest block`);
+  const page = allocPages(order, syscall);
+  const w = world();
+  mutexLock(w, H_ARENA_LOCK);
+  try {
     w.pageMap[page] = 0;
-    pushFree(w, p, o);
+    forEachAligned(page, page + pages, (p, o) => {
+      w.pageMap[p] = o + 1;
+    });
+    forEachAligned(page + pages, page + (1 << order), (p, o) => {
+      w.pageMap[p] = o + 1;
+      freeLocked(w, p, o);
+    });
+  } finally {
+    mutexUnlock(w, H_ARENA_LOCK);
+  }
+  return page;
+}
+
+/** free_pages_exact: give back what `allocPagesExact(pages)` returned. @throws EINVAL (nothing freed then). */
+export function freePagesExact(page: number, pages: number, syscall: string): void {
+  const w = world();
+  mutexLock(w, H_ARENA_LOCK);
+  try {
+    if (!Number.isSafeInteger(pages) || pages < 1) throw fail('EINVAL', syscall, `cannot free ${pages} pages`);
+    forEachAligned(page, page + pages, (p, o) => checkHead(w, p, o, syscall));
+    forEachAligned(page, page + pages, (p, o) => freeLocked(w, p, o));
   } finally {
     mutexUnlock(w, H_ARENA_LOCK);
   }

@@ -22,7 +22,7 @@ import { isMainThread, threadId } from 'node:worker_threads';
 import { releaseIfOwnedBy } from './mutex.js';
 import { dropAllHolds, reclaimCache, reclaimHolds, S_LOCK } from './slab.js';
 import {
-  H_ALLOC_LOCK, H_ARENA_LOCK, H_BUMP, H_CHAIN_LOCK, H_TIMELINE_LOCK, onJoin, T_STATE, THREAD_ALIVE, THREAD_BASE, THREAD_FREE,
+  H_ALLOC_LOCK, H_ARENA_LOCK, H_BUMP, H_CHAIN_LOCK, H_CMA_LOCK, H_DMABUF_LOCK, H_VGEM_LOCK, H_TIMELINE_LOCK, onJoin, T_STATE, THREAD_ALIVE, THREAD_BASE, THREAD_FREE,
   THREAD_REAPING, THREAD_WORDS, tidOfNodeThread, world, type World,
 } from './world.js';
 
@@ -46,6 +46,7 @@ function releaseLocksOf(w: World, t: number): void {
   releaseIfOwnedBy(w, H_TIMELINE_LOCK, t);
   releaseIfOwnedBy(w, H_CHAIN_LOCK, t);
   releaseIfOwnedBy(w, H_ARENA_LOCK, t);
+  for (const at of [H_DMABUF_LOCK, H_CMA_LOCK, H_VGEM_LOCK]) releaseIfOwnedBy(w, at, t);
   const used = Atomics.load(w.i32, H_BUMP);
   for (let s = 0; s < used; s++) releaseIfOwnedBy(w, w.base(s) + S_LOCK, t);
   for (const scan of lockScanners) scan(w, t);

@@ -60,6 +60,16 @@ export const H_ARENA_LOCK = 24;
 export const H_ARENA_TOP = 25;
 export const H_ARENA_MAX_PAGES = 26;
 export const H_ARENA_FREE = 32; // 21 words, orders 0..20
+/** The global dma-buf list (dma-buf.ts): its mutex and head (most recent first). */
+export const H_DMABUF_LOCK = 56;
+export const H_DMABUF_HEAD = 57;
+/** The contiguous (CMA) heap's pool (heaps/cma-heap.ts): lock, state, first page, pages. */
+export const H_CMA_LOCK = 58;
+export const H_CMA_STATE = 59;
+export const H_CMA_BASE = 60;
+export const H_CMA_PAGES = 61;
+/** vgem (vgem.ts): its mutex. */
+export const H_VGEM_LOCK = 62;
 /** Random 64-bit id of this table (words 20-21): SABs cloned by postMessage are new objects for the same memory. */
 export const H_TABLE_ID = 20;
 export const HEADER_WORDS = 256;
@@ -165,6 +175,7 @@ function createMemory(): WorldMemory {
   i32[H_STUB] = -1;
   i32[H_TIMELINE_HEAD] = -1;
   i32[H_TIMELINE_TAIL] = -1;
+  i32[H_DMABUF_HEAD] = -1;
   new BigInt64Array(sab)[H_CONTEXT / 2] = 1n; // context 0 belongs to the stub fence
   i32[H_INODE] = 1; // inode numbers start at 1
   crypto.getRandomValues(i32.subarray(H_TABLE_ID, H_TABLE_ID + 2));

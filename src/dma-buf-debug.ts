@@ -1,0 +1,103 @@
+/**
+ * DOC: the dma-buf listings (dma-buf.c §1.12, §1.16)
+ *
+ * - `bufinfoText`: /sys/kernel/debug/dma_buf/bufinfo (dma_buf_debug_show), every
+ *   buffer of every thread, most recently exported first, each with its fences of
+ *   usage ≤ READ and its attached devices, read under the buffer's reservation lock.
+ * - `dmaBufSysfs`: /sys/kernel/dmabuf/buffers/<inode>/{exporter_name,size}.
+ * - `dmaBufFdinfo`: the dma-buf lines of /proc/self/fdinfo/<fd>.
+ *
+ * The file refcount shown (`count`) is the file slot's reference count: one per
+ * thread holding the file (however many fds it has there), one per mapping and
+ * per attachment — the kernel counts each fd; a thread's fds are counted once here.
+ */
+import { DmaBuf, forEachDmaBuf } from './dma-buf.js';
+import { attachedDeviceNames } from './dma-buf-attach.js';
+import { fileInode } from './file.js';
+import { slotRefs, tryRef, unref } from './shared/slab.js';
+import { world } from './shared/world.js';
+
+/** f_mode bits the kernel shows: FMODE_READ, FMODE_WRITE, FMODE_LSEEK, FMODE_OPENED. */
+export function fileMode(flags: number): number {
+  const acc = ((flags & 3) + 1) & 3; // OPEN_FMODE
+  return acc | 0x4 | 0x80000;
+}
+
+const pad8 = (n: number): string => String(n).padStart(8, '0');
+const hex8 = (n: number): string => (n >>> 0).toString(16).padStart(8, '0');
+
+/** The text of /sys/kernel/debug/dma_buf/bufinfo. */
+export function bufinfoText(): string {
+  const w = world();
+  let out = '\nDma-buf Objects:\n';
+  out += `${'size'.padEnd(8)}\t${'flags'.padEnd(8)}\t${'mode'.padEnd(8)}\t${'count'.padEnd(8)}\texp_name\t${'ino'.padEnd(8)}\tname\n`;
+  let count = 0;
+  let bytes = 0;
+  forEachDmaBuf((file) => {
+    if (!tryRef(w, file)) return; // its release is under way
+    const refs = slotRefs(w, file) - 1; // without this listing's own reference
+    const buf = DmaBuf.fromFile(file, 'bufinfo');
+    unref(w, file);
+    try {
+      buf.withLock((locked) => {
+        out += `${pad8(buf.size)}\t${hex8(buf.flags)}\t${hex8(fileMode(buf.flags))}\t${pad8(refs)}\t${buf.expName}\t`
+          + `${pad8(fileInode(w, file))}\t${buf.name ?? '<none>'}\n`;
+        out += locked.describe();
+        const devices = attachedDeviceNames(w, buf.slot);
+        out += '\tAttached Devices:\n';
+        for (const d of devices) out += `\t${d}\n`;
+        out += `Total ${devices.length} devices attached\n\n`;
+      });
+      count++;
+      bytes += buf.size;
+    } finally {
+      buf.close();
+    }
+  });
+  return `${out}\nTotal ${count} objects, ${bytes} bytes\n`;
+}
+
+/** A buffer by inode number, with a new handle, or null. */
+function byInode(ino: number): DmaBuf | null {
+  const w = world();
+  let found: DmaBuf | null = null;
+  forEachDmaBuf((file) => {
+    if (found || fileInode(w, file) !== ino || !tryRef(w, file)) return;
+    found = DmaBuf.fromFile(file, 'sysfs');
+    unref(w, file);
+  });
+  return found;
+}
+
+/** Inode numbers of every live buffer (the entries of /sys/kernel/dmabuf/buffers). */
+export function dmaBufInodes(): string[] {
+  const w = world();
+  const out: string[] = [];
+  forEachDmaBuf((file) => out.push(String(fileInode(w, file))));
+  return out;
+}
+
+/** The content of /sys/kernel/dmabuf/buffers/<ino>/<attr>, or null if there is no such file. */
+export function dmaBufSysfs(ino: number, attr: string): string | null {
+  const buf = byInode(ino);
+  if (!buf) return null;
+  try {
+    if (attr === 'exporter_name') return `${buf.expName}\n`;
+    if (attr === 'size') return `${buf.size}\n`;
+    return null;
+  } finally {
+    buf.close();
+  }
+}
+
+/**
+ * show_fdinfo of a dma-buf: size, count, exp_name, and name if set. The reader's
+ * thread holds the file through its fd already, so every reference counted is a
+ * real one (the kernel subtracts the procfs read's own).
+ */
+export function dmaBufFdinfo(buf: DmaBuf): string {
+  const w = world();
+  const name = buf.name;
+  return `size:\t${buf.size}\ncount:\t${slotRefs(w, buf.file)}\nexp_name:\t${buf.expName}\n`
+    + (name === null ? '' : `name:\t${name}\n`);
+}

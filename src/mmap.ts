@@ -1,0 +1,54 @@
+/**
+ * DOC: mappings hold their file
+ *
+ * In Linux a mapping (a vma) holds a reference to the file it maps, so a buffer
+ * or memfd lives while it is mapped even after every fd is closed, until munmap
+ * or process exit. Here a mapping is a Uint8Array over arena pages (zero-copy);
+ * this module records which file each view holds, as one hold of the mapping's
+ * thread on the file:
+ *
+ * - `munmap(view)` drops it (EINVAL for a view that is not a live mapping);
+ * - a view the program drops without munmap is unmapped when the garbage
+ *   collector reclaims it (FinalizationRegistry), so forgotten views do not leak
+ *   buffers — JS has no address space to tear down at "process exit" otherwise;
+ * - a thread that exits drops its holds like its fds (reaper.ts).
+ */
+import { fail } from './errors.js';
+import { fileGet, filePut } from './file.js';
+
+interface Mapping {
+  readonly file: number;
+  readonly token: object;
+}
+
+const live = new WeakMap<Uint8Array, Mapping>();
+const collected = new FinalizationRegistry<number>((file) => {
+  try {
+    filePut(file);
+  } catch {
+    // the world may be gone at teardown; nothing left to release then
+  }
+});
+
+/** Record `view` as a mapping of `file`, taking one hold on the file for it. */
+export function trackMapping(view: Uint8Array, file: number): Uint8Array {
+  fileGet(file);
+  const token = {};
+  live.set(view, { file, token });
+  collected.register(view, file, token);
+  return view;
+}
+
+/** The file a live mapping holds, or -1. */
+export function mappingFile(view: unknown): number {
+  return view instanceof Uint8Array ? (live.get(view)?.file ?? -1) : -1;
+}
+
+/** munmap: drop the mapping's hold on its file. @throws EINVAL if `view` is not a live mapping. */
+export function untrackMapping(view: unknown, syscall: string): void {
+  const m = view instanceof Uint8Array ? live.get(view) : undefined;
+  if (!m) throw fail('EINVAL', syscall, 'not a live mapping (already unmapped, or not from mmap)');
+  live.delete(view as Uint8Array);
+  collected.unregister(m.token);
+  filePut(m.file);
+}
