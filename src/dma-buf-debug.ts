@@ -11,9 +11,9 @@
  * thread holding the file (however many fds it has there), one per mapping and
  * per attachment — the kernel counts each fd; a thread's fds are counted once here.
  */
-import { DmaBuf, forEachDmaBuf } from './dma-buf.js';
+import { bufferSummary, DmaBuf, forEachDmaBuf } from './dma-buf.js';
 import { attachedDeviceNames } from './dma-buf-attach.js';
-import { fileInode } from './file.js';
+import { fileInode, filePriv } from './file.js';
 import { slotRefs, tryRef, unref } from './shared/slab.js';
 import { world } from './shared/world.js';
 
@@ -26,47 +26,68 @@ export function fileMode(flags: number): number {
 const pad8 = (n: number): string => String(n).padStart(8, '0');
 const hex8 = (n: number): string => (n >>> 0).toString(16).padStart(8, '0');
 
+/**
+ * Every live buffer, most recent first, each with an internal reference the caller
+ * must drop. The references are taken under the list lock and dropped outside it:
+ * dropping the last one releases the buffer, which takes the list lock itself.
+ */
+function grabAll(): number[] {
+  const w = world();
+  const files: number[] = [];
+  forEachDmaBuf((file) => {
+    if (tryRef(w, file)) files.push(file); // else its release is under way
+  });
+  return files;
+}
+
+/** One buffer's block of bufinfo (its resv lock held while its fences and devices are read). */
+function bufinfoEntry(file: number): string {
+  const w = world();
+  const refs = slotRefs(w, file) - 1; // without this listing's own reference
+  const buf = DmaBuf.fromFile(file, 'bufinfo');
+  try {
+    return buf.withLock((locked) => {
+      let out = `${pad8(buf.size)}\t${hex8(buf.flags)}\t${hex8(fileMode(buf.flags))}\t${pad8(refs)}\t${buf.expName}\t`
+        + `${pad8(fileInode(w, file))}\t${buf.name ?? '<none>'}\n`;
+      out += locked.describe();
+      const devices = attachedDeviceNames(w, buf.slot);
+      out += '\tAttached Devices:\n';
+      for (const d of devices) out += `\t${d}\n`;
+      return `${out}Total ${devices.length} devices attached\n\n`;
+    });
+  } finally {
+    buf.close();
+  }
+}
+
 /** The text of /sys/kernel/debug/dma_buf/bufinfo. */
 export function bufinfoText(): string {
   const w = world();
   let out = '\nDma-buf Objects:\n';
   out += `${'size'.padEnd(8)}\t${'flags'.padEnd(8)}\t${'mode'.padEnd(8)}\t${'count'.padEnd(8)}\texp_name\t${'ino'.padEnd(8)}\tname\n`;
-  let count = 0;
   let bytes = 0;
-  forEachDmaBuf((file) => {
-    if (!tryRef(w, file)) return; // its release is under way
-    const refs = slotRefs(w, file) - 1; // without this listing's own reference
-    const buf = DmaBuf.fromFile(file, 'bufinfo');
-    unref(w, file);
-    try {
-      buf.withLock((locked) => {
-        out += `${pad8(buf.size)}\t${hex8(buf.flags)}\t${hex8(fileMode(buf.flags))}\t${pad8(refs)}\t${buf.expName}\t`
-          + `${pad8(fileInode(w, file))}\t${buf.name ?? '<none>'}\n`;
-        out += locked.describe();
-        const devices = attachedDeviceNames(w, buf.slot);
-        out += '\tAttached Devices:\n';
-        for (const d of devices) out += `\t${d}\n`;
-        out += `Total ${devices.length} devices attached\n\n`;
-      });
-      count++;
-      bytes += buf.size;
-    } finally {
-      buf.close();
+  const files = grabAll();
+  try {
+    for (const file of files) {
+      out += bufinfoEntry(file);
+      bytes += bufferSummary(w, filePriv(w, file)).size;
     }
-  });
-  return `${out}\nTotal ${count} objects, ${bytes} bytes\n`;
+  } finally {
+    for (const file of files) unref(w, file);
+  }
+  return `${out}\nTotal ${files.length} objects, ${bytes} bytes\n`;
 }
 
 /** A buffer by inode number, with a new handle, or null. */
 function byInode(ino: number): DmaBuf | null {
   const w = world();
-  let found: DmaBuf | null = null;
-  forEachDmaBuf((file) => {
-    if (found || fileInode(w, file) !== ino || !tryRef(w, file)) return;
-    found = DmaBuf.fromFile(file, 'sysfs');
-    unref(w, file);
-  });
-  return found;
+  const files = grabAll();
+  try {
+    const file = files.find((f) => fileInode(w, f) === ino);
+    return file === undefined ? null : DmaBuf.fromFile(file, 'sysfs');
+  } finally {
+    for (const file of files) unref(w, file);
+  }
 }
 
 /** Inode numbers of every live buffer (the entries of /sys/kernel/dmabuf/buffers). */
