@@ -13,7 +13,7 @@
  * thread) and succeed, as the kernel's always return 0. Private mappings are
  * allowed. Release frees the pages.
  */
-import { DmaBuf, type DmaBufOps } from '../dma-buf.js';
+import { DmaBuf, registerDmaBufOps, type DmaBufOps } from '../dma-buf.js';
 import type { DmaBufAttachment } from '../dma-buf-attach.js';
 import { DmaHeap } from '../dma-heap.js';
 import type { PageExtent } from '../device.js';
@@ -95,4 +95,5 @@ function allocate(heap: DmaHeap, len: number, fdFlags: number): DmaBuf {
   }
 }
 
+registerDmaBufOps(systemHeapBufOps); // in every thread that loads dmabuf, not only the exporting one
 export const systemHeap = DmaHeap.add({ name: SYSTEM_HEAP_NAME, ops: { allocate } });
