@@ -13,7 +13,7 @@
  * thread) and succeed, as the kernel's always return 0. Private mappings are
  * allowed. Release frees the pages.
  */
-import { DmaBuf, type DmaBufOps } from '../dma-buf.js';
+import { DmaBuf, registerDmaBufOps, type DmaBufOps } from '../dma-buf.js';
 import type { DmaBufAttachment } from '../dma-buf-attach.js';
 import { DmaHeap } from '../dma-heap.js';
 import type { PageExtent } from '../device.js';
@@ -73,6 +73,10 @@ export const systemHeapBufOps: DmaBufOps = {
   mmap: pageBufferView,
   vmap: pageBufferVmap,
 };
+
+// Every thread that loads dmabuf can map, release, … a system-heap buffer made
+// elsewhere (dma-buf.ts: ops are found by name per thread).
+registerDmaBufOps(systemHeapBufOps);
 
 /** system_heap_allocate: `len` is page aligned. @throws ENOMEM. */
 function allocate(heap: DmaHeap, len: number, fdFlags: number): DmaBuf {
