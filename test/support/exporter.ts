@@ -12,7 +12,7 @@
  * - Exporter words (shared by every thread): extents list, first page, pages, pin count.
  */
 import {
-  allocPagesExact, bufferExtents, DmaBuf, dmaBufMoveNotify, DmaBufError, extentsCreate, extentsFree, freePagesExact,
+  allocPagesExact, bufferExtents, DmaBuf, registerDmaBufOps, dmaBufMoveNotify, DmaBufError, extentsCreate, extentsFree, freePagesExact,
   PAGE_SIZE, pageBufferMap, pageBufferView, pageBufferVmap, pageBytes, type DmaBufAttachment, type DmaBufOps,
   type DmaDataDirection, type SgTable,
 } from 'dmabuf';
@@ -185,3 +185,7 @@ export function testMove(buf: DmaBuf): void {
   freePagesExact(old, pages, 'test_move');
   dmaBufMoveNotify(buf);
 }
+
+// Loaded in every thread that touches these buffers, as an exporter module must be.
+registerDmaBufOps(testOps);
+registerDmaBufOps(testDynOps);
