@@ -62,6 +62,8 @@ const AF_DYNAMIC = 1;
 const AF_P2P = 2;
 const AF_COHERENT = 4;
 const AF_REQUIRE_COHERENT = 8;
+/** Listed on its buffer, holding its reference: only then has the release hook anything to undo. */
+const AF_LINKED = 16;
 
 /** struct dma_buf_attach_ops */
 export interface DmaBufAttachOps {
@@ -152,6 +154,7 @@ export class DmaBufAttachment {
       throw e;
     }
     ref(w, own.file); // the attachment's reference to its buffer
+    Atomics.or(w.i32, w.base(slot) + A_FLAGS, AF_LINKED);
     adoptAsHold(w, slot);
     attach.#live = true;
     if (importerOps) {
@@ -477,6 +480,7 @@ function unlink(w: World, bufSlot: number, slot: number): void {
 
 onRelease(Kind.Attachment, (w, slot) => {
   const b = w.base(slot);
+  if (!(w.i32[b + A_FLAGS]! & AF_LINKED)) return; // a failed attach: its caller undid the rest
   const file = w.i32[b + A_BUF_FILE]!;
   const buf = DmaBuf.fromFile(file, 'dma_buf_detach');
   try {

@@ -8,8 +8,9 @@
  * - `dmaBufFdinfo`: the dma-buf lines of /proc/self/fdinfo/<fd>.
  *
  * The file refcount shown (`count`) is the file slot's reference count: one per
- * thread holding the file (however many fds it has there), one per mapping and
- * per attachment — the kernel counts each fd; a thread's fds are counted once here.
+ * thread holding the file (however many fds, handles and mappings it has there)
+ * and one per attachment — the kernel counts each fd and mapping; a thread's are
+ * counted once here.
  */
 import { bufferSummary, DmaBuf, forEachDmaBuf } from './dma-buf.js';
 import { attachedDeviceNames } from './dma-buf-attach.js';

@@ -292,6 +292,25 @@ export class DmaBuf extends FileHandle {
     return world().base(this.slot) + B_EXP_DATA;
   }
 
+  /**
+   * Exporter word `i` (0 ≤ i < EXPORTER_WORDS): state an exporter written against
+   * the public API keeps in the buffer, seen by every thread. @throws EINVAL (index).
+   */
+  exporterWord(i: number): number {
+    return Atomics.load(world().i32, this.#exporterWordAt(i));
+  }
+
+  /** Set exporter word `i` (see exporterWord). @throws EINVAL (index, or a value that is not a 32-bit integer). */
+  setExporterWord(i: number, v: number): void {
+    if (!Number.isInteger(v) || v < -0x80000000 || v > 0xffffffff) throw fail('EINVAL', 'dma_buf', 'exporter words hold 32-bit integers');
+    Atomics.store(world().i32, this.#exporterWordAt(i), v | 0);
+  }
+
+  #exporterWordAt(i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= EXPORTER_WORDS) throw fail('EINVAL', 'dma_buf', `exporter word ${i} out of 0..${EXPORTER_WORDS - 1}`);
+    return this.exporterWords + i;
+  }
+
   /** The buffer's reservation object (this handle's reference to it). */
   get resv(): DmaResv {
     this.#resv ??= DmaResv.fromSlot(world().i32[world().base(this.slot) + B_RESV]!);
@@ -386,6 +405,8 @@ export class DmaBuf extends FileHandle {
     if (!Number.isSafeInteger(pgoff) || !Number.isSafeInteger(pages) || pgoff < 0 || pages < 1) {
       throw fail('EINVAL', 'dma_buf_mmap', 'pgoff and pages must be integers, pages >= 1');
     }
+    const ops = this.ops; // the kernel checks for the op before the overflow
+    if (!ops.mmap) throw fail('EINVAL', 'dma_buf_mmap', `exporter '${ops.name}' has no mmap`);
     if (pgoff + pages > 2 ** 52) throw fail('EOVERFLOW', 'dma_buf_mmap', 'pgoff + pages overflows');
     return trackMapping(this.mmapPages(pgoff, pages, 'dma_buf_mmap'), this.file);
   }

@@ -74,6 +74,10 @@ export const systemHeapBufOps: DmaBufOps = {
   vmap: pageBufferVmap,
 };
 
+// Every thread that loads dmabuf can map, release, … a system-heap buffer made
+// elsewhere (dma-buf.ts: ops are found by name per thread).
+registerDmaBufOps(systemHeapBufOps);
+
 /** system_heap_allocate: `len` is page aligned. @throws ENOMEM. */
 function allocate(heap: DmaHeap, len: number, fdFlags: number): DmaBuf {
   const pages = len / PAGE_SIZE;
