@@ -124,13 +124,44 @@ for (const name of HEAPS) {
       }
     });
 
-    test('any request with number 0 is ALLOC, whatever its size', () => {
+    test('any request with number 0 is ALLOC: its size and direction say how much of the struct is read and written', () => {
       const heap = openHeap(name);
-      for (const request of [U._IOWR('H', 0, 32), U._IOWR('H', 0, 16), U._IOWR('X', 0, 24)]) {
+      for (const request of [U._IOWR('H', 0, 32), U._IOWR('X', 0, 24)]) {
         const data = { len: 4096, fd: 0, fd_flags: U.O_RDWR, heap_flags: 0 };
-        assert.equal(alloc(heap, data, request), 0);
+        assert.equal(alloc(heap, data, request), 0, 'a longer struct, or another type byte');
         closeAll(track(data.fd));
       }
+      // 16 bytes: heap_flags is not read (a set value does not fail).
+      const short = { len: 4096, fd: 0, fd_flags: U.O_RDWR, heap_flags: 1 };
+      assert.equal(alloc(heap, short, U._IOWR('H', 0, 16)), 0);
+      closeAll(track(short.fd));
+      // 8 bytes: only len is read, so fd_flags reads 0 (O_RDONLY); fd is not written back.
+      const lenOnly = { len: 4096, fd: 0, fd_flags: U.O_RDWR, heap_flags: 0 };
+      const fd = nextFd();
+      assert.equal(alloc(heap, lenOnly, U._IOWR('H', 0, 8)), 0);
+      assert.equal(lenOnly.fd, 0, 'fd lies past the 8 bytes copied out');
+      assert.equal(withBuf(track(fd), (b) => b.flags & U.O_ACCMODE), U.O_RDONLY, 'the fd exists, read-only');
+      closeAll(fd);
+      // 4 bytes: len keeps its low 32 bits.
+      const cut = { len: 2 ** 32 + PAGE_SIZE, fd: 0, fd_flags: 0, heap_flags: 0 };
+      const cutFd = nextFd();
+      assert.equal(alloc(heap, cut, U._IOWR('H', 0, 4)), 0);
+      assert.equal(withBuf(track(cutFd), (b) => b.size), PAGE_SIZE);
+      closeAll(cutFd);
+    });
+
+    test('without _IOC_WRITE nothing is read (len 0: EINVAL); without _IOC_READ the fd is not reported', () => {
+      const heap = openHeap(name);
+      for (const request of [U._IOR('H', 0, 24), U._IO('H', 0)]) {
+        failsCleanly(() => alloc(heap, { len: 4096 }, request), 'EINVAL');
+      }
+      failsCleanly(() => U.ioctl(heap, U._IO('H', 0), 'no struct'), 'EINVAL');
+      const data = { len: 2 * PAGE_SIZE, fd: 0, fd_flags: U.O_RDWR, heap_flags: 0 };
+      const fd = nextFd();
+      assert.equal(alloc(heap, data, U._IOW('H', 0, 24)), 0);
+      assert.equal(data.fd, 0, 'nothing copied out');
+      assert.equal(withBuf(track(fd), (b) => b.size), 2 * PAGE_SIZE, 'the buffer was made and its fd installed');
+      closeAll(fd);
     });
 
     test('fd_flags O_RDONLY, O_WRONLY, O_RDWR and O_CLOEXEC are accepted; the access mode becomes the buffer file\'s', () => {
