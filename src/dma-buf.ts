@@ -90,8 +90,11 @@ export interface DmaBufOps {
   release(buf: DmaBuf): void;
   beginCpuAccess?(buf: DmaBuf, dir: DmaDataDirection): number | void;
   endCpuAccess?(buf: DmaBuf, dir: DmaDataDirection): number | void;
-  /** Map pages [pgoff, pgoff + pages): a live view of the buffer's bytes (bounds already checked). */
-  mmap?(buf: DmaBuf, pgoff: number, pages: number): Uint8Array;
+  /**
+   * Map pages [pgoff, pgoff + pages): a live view of the buffer's bytes (bounds already
+   * checked). `shared` is the vma's VM_SHARED (false for MAP_PRIVATE; the driver API maps shared).
+   */
+  mmap?(buf: DmaBuf, pgoff: number, pages: number, shared: boolean): Uint8Array;
   /** A view of the whole buffer (dma_buf_vmap's iosys_map). */
   vmap?(buf: DmaBuf): Uint8Array;
   vunmap?(buf: DmaBuf, map: Uint8Array): void;
@@ -408,21 +411,22 @@ export class DmaBuf extends FileHandle {
     const ops = this.ops; // the kernel checks for the op before the overflow
     if (!ops.mmap) throw fail('EINVAL', 'dma_buf_mmap', `exporter '${ops.name}' has no mmap`);
     if (pgoff + pages > 2 ** 52) throw fail('EOVERFLOW', 'dma_buf_mmap', 'pgoff + pages overflows');
-    return trackMapping(this.mmapPages(pgoff, pages, 'dma_buf_mmap'), this.file);
+    return trackMapping(this.mmapPages(pgoff, pages, 'dma_buf_mmap', true), this.file);
   }
 
   /**
    * @internal the mmap op after argument checks, untracked: the op check and the
    * bounds check both mmap paths make (only whole pages of `size` can be mapped).
+   * `shared`: a MAP_SHARED mapping (passed on to the exporter, which may refuse private ones).
    */
-  mmapPages(pgoff: number, pages: number, syscall: string): Uint8Array {
+  mmapPages(pgoff: number, pages: number, syscall: string, shared: boolean): Uint8Array {
     const ops = this.ops;
     if (!ops.mmap) throw fail('EINVAL', syscall, `exporter '${ops.name}' has no mmap`);
     if (pgoff + pages > Math.floor(this.size / PAGE_SIZE)) {
       throw fail('EINVAL', syscall, `pages ${pgoff}..${pgoff + pages} pass the end of a ${this.size}-byte buffer`);
     }
     this.#notLocked(syscall);
-    return ops.mmap(this, pgoff, pages);
+    return ops.mmap(this, pgoff, pages, shared);
   }
 
   /** munmap a view from `mmap`. @throws EINVAL if it is not a live mapping. */

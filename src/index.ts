@@ -48,6 +48,8 @@ export {
 export { bufinfoText } from './dma-buf-debug.js';
 export { DmaHeap, type DmaHeapExportInfo, type DmaHeapOps, type DmaHeapUsage } from './dma-heap.js';
 export { systemHeap, systemHeapChunks, SYSTEM_HEAP_NAME } from './heaps/system-heap.js';
+export { CMA_HEAP_NAME, cmaHeap, cmaHeapAlignOrder } from './heaps/cma-heap.js';
+export { CMA_DEFAULT_MB, cmaAlloc, cmaRelease, cmaStats, CONFIG_CMA_ALIGNMENT, type CmaStats } from './heaps/cma.js';
 export {
   bufferExtents, extentsCreate, extentsFree, extentsRead, extentsView, pageBufferMap, pageBufferView, pageBufferVmap,
 } from './page-buffer.js';
