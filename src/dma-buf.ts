@@ -90,8 +90,12 @@ export interface DmaBufOps {
   release(buf: DmaBuf): void;
   beginCpuAccess?(buf: DmaBuf, dir: DmaDataDirection): number | void;
   endCpuAccess?(buf: DmaBuf, dir: DmaDataDirection): number | void;
-  /** Map pages [pgoff, pgoff + pages): a live view of the buffer's bytes (bounds already checked). */
-  mmap?(buf: DmaBuf, pgoff: number, pages: number): Uint8Array;
+  /**
+   * Map pages [pgoff, pgoff + pages): a live view of the buffer's bytes (bounds
+   * already checked). `shared` is false for a MAP_PRIVATE mapping (the vma's
+   * VM_SHARED), which some exporters refuse (EINVAL).
+   */
+  mmap?(buf: DmaBuf, pgoff: number, pages: number, shared: boolean): Uint8Array;
   /** A view of the whole buffer (dma_buf_vmap's iosys_map). */
   vmap?(buf: DmaBuf): Uint8Array;
   vunmap?(buf: DmaBuf, map: Uint8Array): void;
@@ -394,14 +398,14 @@ export class DmaBuf extends FileHandle {
    * @internal the mmap op after argument checks, untracked: the op check and the
    * bounds check both mmap paths make (only whole pages of `size` can be mapped).
    */
-  mmapPages(pgoff: number, pages: number, syscall: string): Uint8Array {
+  mmapPages(pgoff: number, pages: number, syscall: string, shared = true): Uint8Array {
     const ops = this.ops;
     if (!ops.mmap) throw fail('EINVAL', syscall, `exporter '${ops.name}' has no mmap`);
     if (pgoff + pages > Math.floor(this.size / PAGE_SIZE)) {
       throw fail('EINVAL', syscall, `pages ${pgoff}..${pgoff + pages} pass the end of a ${this.size}-byte buffer`);
     }
     this.#notLocked(syscall);
-    return ops.mmap(this, pgoff, pages);
+    return ops.mmap(this, pgoff, pages, shared);
   }
 
   /** munmap a view from `mmap`. @throws EINVAL if it is not a live mapping. */

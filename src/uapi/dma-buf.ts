@@ -103,7 +103,7 @@ registerIoctl(FileType.DmaBuf, (file, request, arg) => {
 
 registerPoll(FileType.DmaBuf, (file) => withBuf(file, (buf) => buf.poll()));
 
-registerMmap(FileType.DmaBuf, (file, pgoff, pages) => withBuf(file, (buf) => buf.mmapPages(pgoff, pages, 'mmap')));
+registerMmap(FileType.DmaBuf, (file, pgoff, pages, shared) => withBuf(file, (buf) => buf.mmapPages(pgoff, pages, 'mmap', shared)));
 
 registerFdinfo(FileType.DmaBuf, (file) => withBuf(file, dmaBufFdinfo));
 
