@@ -7,3 +7,5 @@
  * (dma-buf.ts explains why ops are per thread).
  */
 import './heaps/system-heap.js';
+import './memfd.js';
+import './udmabuf.js';
