@@ -28,7 +28,7 @@
  *   END before any START fails EINVAL), else 0;
  * - release: unpin every memfd.
  */
-import { DmaBuf, O_RDWR, type DmaBufOps } from './dma-buf.js';
+import { DmaBuf, O_RDWR, registerDmaBufOps, type DmaBufOps } from './dma-buf.js';
 import type { DmaBufAttachment } from './dma-buf-attach.js';
 import { dmaMapExtents, type PageExtent, type SgTable } from './device.js';
 import { DmaBufError, fail } from './errors.js';
@@ -104,6 +104,9 @@ export const udmabufOps: DmaBufOps = {
     }
   },
 };
+
+// Every thread that loads dmabuf can serve udmabufs made in any other (dma-buf.ts: ops are per thread).
+registerDmaBufOps(udmabufOps);
 
 const PAGE = BigInt(PAGE_SIZE);
 
