@@ -44,11 +44,6 @@ export function udmabufMemfd(pages: number, tag = 0): number {
   return fd;
 }
 
-/** A tracked fd of /dev/udmabuf. */
-export function udmabufDev(): number {
-  return track(U.open('/dev/udmabuf'));
-}
-
 /** A shared read-write mapping of `length` bytes of `fd` at `offset`. */
 export function mapShared(fd: number, length: number, offset = 0): Uint8Array {
   return U.mmap(length, RW, U.MAP_SHARED, fd, offset);
