@@ -91,8 +91,9 @@ export interface DmaBufOps {
   beginCpuAccess?(buf: DmaBuf, dir: DmaDataDirection): number | void;
   endCpuAccess?(buf: DmaBuf, dir: DmaDataDirection): number | void;
   /**
-   * Map pages [pgoff, pgoff + pages): a live view of the buffer's bytes (bounds already
-   * checked). `shared` is the vma's VM_SHARED (false for MAP_PRIVATE; the driver API maps shared).
+   * Map pages [pgoff, pgoff + pages): a live view of the buffer's bytes (bounds
+   * already checked). `shared` is false for a MAP_PRIVATE mapping (the vma's
+   * VM_SHARED), which some exporters refuse (EINVAL).
    */
   mmap?(buf: DmaBuf, pgoff: number, pages: number, shared: boolean): Uint8Array;
   /** A view of the whole buffer (dma_buf_vmap's iosys_map). */
@@ -419,7 +420,7 @@ export class DmaBuf extends FileHandle {
    * bounds check both mmap paths make (only whole pages of `size` can be mapped).
    * `shared`: a MAP_SHARED mapping (passed on to the exporter, which may refuse private ones).
    */
-  mmapPages(pgoff: number, pages: number, syscall: string, shared: boolean): Uint8Array {
+  mmapPages(pgoff: number, pages: number, syscall: string, shared = true): Uint8Array {
     const ops = this.ops;
     if (!ops.mmap) throw fail('EINVAL', syscall, `exporter '${ops.name}' has no mmap`);
     if (pgoff + pages > Math.floor(this.size / PAGE_SIZE)) {

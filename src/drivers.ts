@@ -8,3 +8,5 @@
  */
 import './heaps/system-heap.js';
 import './heaps/cma-heap.js';
+import './memfd.js';
+import './udmabuf.js';

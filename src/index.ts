@@ -54,6 +54,7 @@ export {
   bufferExtents, extentsCreate, extentsFree, extentsRead, extentsView, pageBufferMap, pageBufferView, pageBufferVmap,
 } from './page-buffer.js';
 export { allocPagesExact, freePagesExact } from './shared/arena.js';
+export { UDMABUF_EXP_NAME, UDMABUF_LIST_LIMIT, UDMABUF_SIZE_LIMIT_MB } from './udmabuf.js';
 
 // The main thread joins at import, so Workers it creates afterwards inherit the table.
 if (isMainThread) world();

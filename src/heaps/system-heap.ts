@@ -99,5 +99,4 @@ function allocate(heap: DmaHeap, len: number, fdFlags: number): DmaBuf {
   }
 }
 
-registerDmaBufOps(systemHeapBufOps); // in every thread that loads dmabuf, not only the exporting one
 export const systemHeap = DmaHeap.add({ name: SYSTEM_HEAP_NAME, ops: { allocate } });

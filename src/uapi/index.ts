@@ -9,12 +9,15 @@ import './sync-file.js';
 import './sw-sync.js';
 import './dma-buf.js';
 import './dma-heap.js';
+import './memfd.js';
+import './udmabuf.js';
 import { world } from '../shared/world.js';
 
 export * from './constants.js';
 export { close, dup, open, readdir, readFile, receiveFds, sendFds, type FdPacket } from './syscalls.js';
 export { ioctl } from './ioctl.js';
 export { mmap, munmap } from './mmap.js';
+export { fcntl, ftruncate, memfd_create, pread, pwrite } from './memfd.js';
 export { dmaBufFd, dmaBufGet } from './dma-buf.js';
 export { poll, pollAsync, type PollFd } from './poll.js';
 export { setWaitSpin } from '../shared/wait.js';

@@ -15,18 +15,33 @@
  * not seen; the mapper's writes stay its own), for drivers that allow private
  * mappings at all.
  *
- * The mapping holds its file until `munmap(view)` (mmap.ts in the core).
+ * The mapping holds its file until `munmap(view)` (mmap.ts in the core). A
+ * driver that must know when its mappings go (memfd counts shared mappings for
+ * F_SEAL_WRITE, as Linux's i_mmap_writable) returns a vma object with the view:
+ * the mapping holds that instead, and its release is the driver's vm_ops->close —
+ * it runs on munmap, garbage collection or thread exit alike.
  */
 import { DmaBufError, fail } from '../errors.js';
-import { fileFlags, fileType, type FileType } from '../file.js';
+import { fileFlags, filePut, fileType, type FileType } from '../file.js';
 import { trackMapping, untrackMapping } from '../mmap.js';
 import { PAGE_SIZE } from '../shared/arena.js';
 import { world } from '../shared/world.js';
 import { MAP_PRIVATE, MAP_SHARED, O_ACCMODE, O_RDONLY, O_WRONLY, PROT_WRITE } from './constants.js';
 import { fdFile } from './fd-table.js';
 
-/** A driver's mmap: pages [pgoff, pgoff + pages) of `file`, as a live view. */
-export type MmapOp = (file: number, pgoff: number, pages: number, shared: boolean) => Uint8Array;
+/**
+ * What a driver's mmap may return instead of a bare view: the view and the object
+ * the mapping holds in place of the fd's file (a vma of its own, whose release
+ * tells the driver the mapping is gone). The op's one hold on `file` passes to the
+ * mapping.
+ */
+export interface MmapVma {
+  readonly view: Uint8Array;
+  readonly file: number;
+}
+
+/** A driver's mmap: pages [pgoff, pgoff + pages) of `file`, as a live view (or a view and its vma). */
+export type MmapOp = (file: number, pgoff: number, pages: number, shared: boolean, prot: number) => Uint8Array | MmapVma;
 const mmapOps: Array<MmapOp | undefined> = [];
 
 export function registerMmap(type: FileType, op: MmapOp): void {
@@ -60,14 +75,18 @@ export function mmap(length: number, prot: number, flags: number, fd: number, of
   if (acc === O_WRONLY) throw fail('EACCES', 'mmap', 'file not open for reading');
   const op = mmapOps[fileType(w, file)];
   if (!op) throw fail('ENODEV', 'mmap', `fd ${fd} cannot be mapped`);
-  let view: Uint8Array;
+  let got: Uint8Array | MmapVma;
   try {
-    view = op(file, pgoff, pages, type === MAP_SHARED);
+    got = op(file, pgoff, pages, type === MAP_SHARED, p);
   } catch (e) {
     throw e instanceof DmaBufError ? e.withSyscall('mmap') : e;
   }
+  let view = got instanceof Uint8Array ? got : got.view;
   if (type === MAP_PRIVATE) view = view.slice();
-  return trackMapping(view.subarray(0, len), file);
+  if (got instanceof Uint8Array) return trackMapping(view.subarray(0, len), file);
+  const out = trackMapping(view.subarray(0, len), got.file);
+  filePut(got.file); // the mapping took its own hold
+  return out;
 }
 
 /** munmap(2) of a whole view `mmap` returned. @throws EINVAL for anything else. */
