@@ -25,8 +25,15 @@ import { world } from '../shared/world.js';
 import { MAP_PRIVATE, MAP_SHARED, O_ACCMODE, O_RDONLY, O_WRONLY, PROT_WRITE } from './constants.js';
 import { fdFile } from './fd-table.js';
 
-/** A driver's mmap: pages [pgoff, pgoff + pages) of `file`, as a live view. */
-export type MmapOp = (file: number, pgoff: number, pages: number, shared: boolean) => Uint8Array;
+/**
+ * A driver's mmap: pages [pgoff, pgoff + pages) of `file`, as a live view. A
+ * driver whose mapping must also keep an object alive (DRM: the GEM object)
+ * returns `{ view, object }`, with one internal reference on `object` that the
+ * mapping takes over.
+ */
+export type MmapOp = (
+  file: number, pgoff: number, pages: number, shared: boolean,
+) => Uint8Array | { view: Uint8Array; object: number };
 const mmapOps: Array<MmapOp | undefined> = [];
 
 export function registerMmap(type: FileType, op: MmapOp): void {
@@ -60,14 +67,15 @@ export function mmap(length: number, prot: number, flags: number, fd: number, of
   if (acc === O_WRONLY) throw fail('EACCES', 'mmap', 'file not open for reading');
   const op = mmapOps[fileType(w, file)];
   if (!op) throw fail('ENODEV', 'mmap', `fd ${fd} cannot be mapped`);
-  let view: Uint8Array;
+  let got: ReturnType<MmapOp>;
   try {
-    view = op(file, pgoff, pages, type === MAP_SHARED);
+    got = op(file, pgoff, pages, type === MAP_SHARED);
   } catch (e) {
     throw e instanceof DmaBufError ? e.withSyscall('mmap') : e;
   }
+  let view = got instanceof Uint8Array ? got : got.view;
   if (type === MAP_PRIVATE) view = view.slice();
-  return trackMapping(view.subarray(0, len), file);
+  return trackMapping(view.subarray(0, len), file, got instanceof Uint8Array ? -1 : got.object);
 }
 
 /** munmap(2) of a whole view `mmap` returned. @throws EINVAL for anything else. */
