@@ -7,3 +7,4 @@
  * (dma-buf.ts explains why ops are per thread).
  */
 import './heaps/system-heap.js';
+import './vgem.js';

@@ -52,6 +52,8 @@ export {
   bufferExtents, extentsCreate, extentsFree, extentsRead, extentsView, pageBufferMap, pageBufferView, pageBufferVmap,
 } from './page-buffer.js';
 export { allocPagesExact, freePagesExact } from './shared/arena.js';
+export { DRM_FILE_PAGE_OFFSET_START } from './vgem.js';
+export { VGEM_FENCE_TIMEOUT_MS } from './vgem-fence.js';
 
 // The main thread joins at import, so Workers it creates afterwards inherit the table.
 if (isMainThread) world();

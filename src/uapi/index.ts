@@ -9,6 +9,7 @@ import './sync-file.js';
 import './sw-sync.js';
 import './dma-buf.js';
 import './dma-heap.js';
+import './vgem.js';
 import { world } from '../shared/world.js';
 
 export * from './constants.js';
