@@ -10,3 +10,4 @@ import './heaps/system-heap.js';
 import './heaps/cma-heap.js';
 import './memfd.js';
 import './udmabuf.js';
+import './vgem.js';

@@ -55,6 +55,8 @@ export {
 } from './page-buffer.js';
 export { allocPagesExact, freePagesExact } from './shared/arena.js';
 export { UDMABUF_EXP_NAME, UDMABUF_LIST_LIMIT, UDMABUF_SIZE_LIMIT_MB } from './udmabuf.js';
+export { DRM_FILE_PAGE_OFFSET_START } from './vgem.js';
+export { VGEM_FENCE_TIMEOUT_MS } from './vgem-fence.js';
 
 // The main thread joins at import, so Workers it creates afterwards inherit the table.
 if (isMainThread) world();

@@ -12,30 +12,47 @@
  *   collector reclaims it (FinalizationRegistry), so forgotten views do not leak
  *   buffers — JS has no address space to tear down at "process exit" otherwise;
  * - a thread that exits drops its holds like its fds (reaper.ts).
+ *
+ * A mapping may also hold the object behind the file that it maps (`object`), as
+ * a DRM vma holds its GEM object (drm_gem_vm_open): the object's pages then stay
+ * valid after its handle and the fd are gone, until munmap.
  */
 import { fail } from './errors.js';
 import { fileGet, filePut } from './file.js';
+import { adoptAsHold, unhold } from './shared/slab.js';
+import { world } from './shared/world.js';
 
 interface Mapping {
   readonly file: number;
+  readonly object: number;
   readonly token: object;
 }
 
+function dropMapping(file: number, object: number): void {
+  filePut(file);
+  if (object >= 0) unhold(world(), object);
+}
+
 const live = new WeakMap<Uint8Array, Mapping>();
-const collected = new FinalizationRegistry<number>((file) => {
+const collected = new FinalizationRegistry<[number, number]>(([file, object]) => {
   try {
-    filePut(file);
+    dropMapping(file, object);
   } catch {
     // the world may be gone at teardown; nothing left to release then
   }
 });
 
-/** Record `view` as a mapping of `file`, taking one hold on the file for it. */
-export function trackMapping(view: Uint8Array, file: number): Uint8Array {
+/**
+ * Record `view` as a mapping of `file`, taking one hold on the file for it. If
+ * `object` (a slot) is given, the mapping also adopts the caller's internal
+ * reference to it as a hold.
+ */
+export function trackMapping(view: Uint8Array, file: number, object = -1): Uint8Array {
   fileGet(file);
+  if (object >= 0) adoptAsHold(world(), object);
   const token = {};
-  live.set(view, { file, token });
-  collected.register(view, file, token);
+  live.set(view, { file, object, token });
+  collected.register(view, [file, object], token);
   return view;
 }
 
@@ -50,5 +67,5 @@ export function untrackMapping(view: unknown, syscall: string): void {
   if (!m) throw fail('EINVAL', syscall, 'not a live mapping (already unmapped, or not from mmap)');
   live.delete(view as Uint8Array);
   collected.unregister(m.token);
-  filePut(m.file);
+  dropMapping(m.file, m.object);
 }

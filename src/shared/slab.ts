@@ -64,6 +64,8 @@ export const enum Kind {
   Buffer = 7,
   Attachment = 8,
   WwMutex = 9,
+  /** A GEM object of the vgem DRM device (vgem.ts). */
+  Gem = 10,
 }
 
 type ReleaseHook = (w: World, slot: number) => void;

@@ -11,6 +11,7 @@ import './dma-buf.js';
 import './dma-heap.js';
 import './memfd.js';
 import './udmabuf.js';
+import './vgem.js';
 import { world } from '../shared/world.js';
 
 export * from './constants.js';

@@ -30,14 +30,17 @@ import { MAP_PRIVATE, MAP_SHARED, O_ACCMODE, O_RDONLY, O_WRONLY, PROT_WRITE } fr
 import { fdFile } from './fd-table.js';
 
 /**
- * What a driver's mmap may return instead of a bare view: the view and the object
- * the mapping holds in place of the fd's file (a vma of its own, whose release
- * tells the driver the mapping is gone). The op's one hold on `file` passes to the
- * mapping.
+ * What a driver's mmap may return instead of a bare view:
+ * - `file`: the object the mapping holds *in place of* the fd's file (a vma of the
+ *   driver's own, whose release tells it the mapping is gone — memfd); the op's one
+ *   hold on it passes to the mapping;
+ * - `object`: an object the mapping keeps alive *besides* the file (DRM: the GEM
+ *   object), with one internal reference that the mapping takes over.
  */
 export interface MmapVma {
   readonly view: Uint8Array;
-  readonly file: number;
+  readonly file?: number;
+  readonly object?: number;
 }
 
 /** A driver's mmap: pages [pgoff, pgoff + pages) of `file`, as a live view (or a view and its vma). */
@@ -84,8 +87,8 @@ export function mmap(length: number, prot: number, flags: number, fd: number, of
   let view = got instanceof Uint8Array ? got : got.view;
   if (type === MAP_PRIVATE) view = view.slice();
   if (got instanceof Uint8Array) return trackMapping(view.subarray(0, len), file);
-  const out = trackMapping(view.subarray(0, len), got.file);
-  filePut(got.file); // the mapping took its own hold
+  const out = trackMapping(view.subarray(0, len), got.file ?? file, got.object ?? -1);
+  if (got.file !== undefined) filePut(got.file); // the mapping took its own hold
   return out;
 }
 
