@@ -13,7 +13,7 @@
  * thread) and succeed, as the kernel's always return 0. Private mappings are
  * allowed. Release frees the pages.
  */
-import { DmaBuf, type DmaBufOps } from '../dma-buf.js';
+import { DmaBuf, registerDmaBufOps, type DmaBufOps } from '../dma-buf.js';
 import type { DmaBufAttachment } from '../dma-buf-attach.js';
 import { DmaHeap } from '../dma-heap.js';
 import type { PageExtent } from '../device.js';
@@ -94,5 +94,9 @@ function allocate(heap: DmaHeap, len: number, fdFlags: number): DmaBuf {
     throw e;
   }
 }
+
+// Every thread that loads dmabuf must find these ops, not only the one that exported
+// a buffer: a worker that receives a heap buffer's fd maps it with them.
+registerDmaBufOps(systemHeapBufOps);
 
 export const systemHeap = DmaHeap.add({ name: SYSTEM_HEAP_NAME, ops: { allocate } });
