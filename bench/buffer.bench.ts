@@ -19,8 +19,9 @@
  *    `munmap` in the worker, and the same way back), against postMessage of a
  *    structured clone of an ArrayBuffer, of a transferred ArrayBuffer, and of a
  *    raw SharedArrayBuffer. Every variant sends the buffer back the way it came,
- *    checks the worker's byte arrived, and runs in a fresh worker over its own
- *    MessagePort. Target (issue 4): within 1.5× of the raw SharedArrayBuffer.
+ *    checks the worker's byte arrived, and runs in its own worker over its own
+ *    MessagePort; the variants' rounds are interleaved (harness
+ *    `benchInterleaved`). Target (issue 4): within 1.5× of the raw SharedArrayBuffer.
  *
  * Run through bench/run.ts, or alone: `node build-test/bench/buffer.bench.js [--quick]`.
  */
@@ -34,7 +35,7 @@ import {
   SW_SYNC_IOC_INC,
 } from 'dmabuf/uapi';
 import {
-  absolute, bench, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions, type Result,
+  absolute, bench, benchInterleaved, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions, type Result,
 } from './harness.js';
 import { Peer } from './peer.js';
 import type { Mode, Reply, Start } from './workers/handoff-worker.js';
@@ -338,13 +339,21 @@ function makeSide(mode: Mode, size: number): Side {
   }
 }
 
+interface Variant {
+  name: string;
+  opts: BenchOptions;
+  /** n round trips. */
+  batch: (n: number) => Promise<void>;
+  /** Stop the worker, check both sides counted the same trips, let it exit, undo the setup. */
+  finish: () => Promise<void>;
+}
+
 /**
- * One variant in a fresh worker: n trips per batch, each posted when the last
- * reply arrived (event-driven, no promise per trip, the same code for every
- * variant). Both sides must agree on the trip count at the end.
+ * Start one variant in its own worker: n trips per batch, each posted when the
+ * last reply arrived (event-driven, no promise per trip, the same code for every
+ * variant).
  */
-async function handoff(name: string, mode: Mode, size: number): Promise<Result | undefined> {
-  if (!wants(name)) return undefined;
+async function startVariant(name: string, mode: Mode, size: number): Promise<Variant> {
   const peer = new Peer<Start, Reply>(new URL('./workers/handoff-worker.js', import.meta.url), 'handoff worker');
   const { port1, port2 } = new MessageChannel();
   const side = makeSide(mode, size);
@@ -355,72 +364,82 @@ async function handoff(name: string, mode: Mode, size: number): Promise<Result |
     const [msg, transfer] = side.send();
     port1.postMessage(msg, transfer);
   };
+  const settle = (e?: unknown): void => {
+    const f = finish;
+    finish = undefined;
+    f?.(e);
+  };
   port1.on('message', (reply: unknown) => {
     try {
       if (typeof reply === 'object' && reply !== null && 'error' in reply) throw new Error(`worker failed: ${String(reply.error)}`);
       side.receive(reply, ++trips);
       if (--left > 0) post();
-      else {
-        const f = finish;
-        finish = undefined;
-        f?.();
-      }
+      else settle();
     } catch (e) {
-      const f = finish;
-      finish = undefined;
-      f?.(e);
+      settle(e);
     }
   });
-  try {
-    peer.post({ cmd: 'start', mode, size, port: port2 }, [port2]);
-    const ready = await peer.next();
-    if (ready.ev !== 'ready') throw new Error(`${name}: worker failed to start`);
-    const res = await bench(name, (n) => new Promise<void>((resolve, reject) => {
+  const stop = async (): Promise<void> => {
+    try {
+      port1.postMessage(null);
+      const done = await peer.next();
+      if (done.ev !== 'done') throw new Error(`${name}: unexpected reply ${done.ev}`);
+      if (done.error !== undefined) throw new Error(`${name}: worker failed: ${done.error}`);
+      if (done.trips !== trips) throw new Error(`${name}: worker made ${done.trips} trips, main ${trips}`);
+    } finally {
+      port1.close();
+      side.cleanup();
+      await peer.exited();
+    }
+  };
+  peer.post({ cmd: 'start', mode, size, port: port2 }, [port2]);
+  const ready = await peer.next().catch(async (e: unknown) => {
+    await stop().catch(() => {});
+    throw e;
+  });
+  if (ready.ev !== 'ready') throw new Error(`${name}: worker failed to start`);
+  return {
+    name,
+    opts: handoffOpts(mode, size),
+    batch: (n) => new Promise<void>((resolve, reject) => {
       left = n;
       finish = (e) => (e === undefined ? resolve() : reject(e));
       post();
-    }), handoffOpts(mode, size));
-    port1.postMessage(null);
-    const done = await peer.next();
-    if (done.ev !== 'done') throw new Error(`${name}: unexpected reply ${done.ev}`);
-    if (done.error !== undefined) throw new Error(`${name}: worker failed: ${done.error}`);
-    if (done.trips !== trips) throw new Error(`${name}: worker made ${done.trips} trips, main ${trips}`);
-    return res;
-  } finally {
-    port1.close();
-    side.cleanup();
-    await peer.exited();
-  }
+    }),
+    finish: stop,
+  };
 }
 
 async function handoffs(size: number): Promise<void> {
   const sz = sizeName(size);
   group(`hand a ${sz} buffer to a worker and back, worker touches one byte (time per round trip)`);
-  const H = {
-    fds: `(a) dmabuf uapi: sendFds + postMessage, receiveFds + mmap + munmap + close, and back (${sz})`,
-    fdsSync: `(b) same as (a) + DMA_BUF_IOCTL_SYNC START/END around the touch (${sz})`,
-    driver: `(c) dmabuf driver API: share() + postMessage, DmaBuf.receive + mmap + munmap + close, and back (${sz})`,
-    sab: `(d) baseline: postMessage(SharedArrayBuffer), and back (${sz})`,
-    transfer: `(e) baseline: postMessage(ArrayBuffer, [transfer]), and back (${sz})`,
-    clone: `(f) baseline: postMessage(ArrayBuffer) structured clone, and back (${sz})`,
-  } as const;
-  if (!wantsAny(Object.values(H))) return;
-  const a = await handoff(H.fds, 'fds', size);
-  await turn();
-  const b = await handoff(H.fdsSync, 'fds-sync', size);
-  await turn();
-  const c = await handoff(H.driver, 'driver', size);
-  await turn();
-  const d = await handoff(H.sab, 'sab', size);
-  await turn();
-  const e = await handoff(H.transfer, 'transfer', size);
-  await turn();
-  const f = await handoff(H.clone, 'clone', size);
-  ratio(`(a)/(d) dmabuf fd hand-off vs raw SharedArrayBuffer, ${sz}`, a, d, { op: '<=', value: 1.5 });
-  ratio(`(b)/(d) with SYNC bracket vs raw SharedArrayBuffer, ${sz}`, b, d);
-  ratio(`(c)/(d) driver API hand-off vs raw SharedArrayBuffer, ${sz}`, c, d);
-  ratio(`(e)/(d) transferred ArrayBuffer vs raw SharedArrayBuffer, ${sz}`, e, d);
-  ratio(`(f)/(a) structured clone vs dmabuf fd hand-off, ${sz}`, f, a);
+  const H: ReadonlyArray<[string, Mode]> = [
+    [`(a) dmabuf uapi: sendFds + postMessage, receiveFds + mmap + munmap + close, and back (${sz})`, 'fds'],
+    [`(b) same as (a) + DMA_BUF_IOCTL_SYNC START/END around the touch (${sz})`, 'fds-sync'],
+    [`(c) dmabuf driver API: share() + postMessage, DmaBuf.receive + mmap + munmap + close, and back (${sz})`, 'driver'],
+    [`(d) baseline: postMessage(SharedArrayBuffer), and back (${sz})`, 'sab'],
+    [`(e) baseline: postMessage(ArrayBuffer, [transfer]), and back (${sz})`, 'transfer'],
+    [`(f) baseline: postMessage(ArrayBuffer) structured clone, and back (${sz})`, 'clone'],
+  ];
+  if (!wantsAny(H.map(([n]) => n))) return;
+  // Every variant in its own worker, all started up front and measured round by round
+  // in turn: a round trip's cost here swings with the load of other processes.
+  const variants: Array<Variant | undefined> = [];
+  try {
+    for (const [name, mode] of H) variants.push(wants(name) ? await startVariant(name, mode, size) : undefined);
+    const [a, b, c, d, e, f] = await benchInterleaved(H.map(([name], k) => ({
+      name,
+      fn: (n: number) => variants[k]!.batch(n),
+      opts: variants[k]?.opts ?? handoffOpts('sab', size),
+    })));
+    ratio(`(a)/(d) dmabuf fd hand-off vs raw SharedArrayBuffer, ${sz}`, a, d, { op: '<=', value: 1.5 });
+    ratio(`(b)/(d) with SYNC bracket vs raw SharedArrayBuffer, ${sz}`, b, d);
+    ratio(`(c)/(d) driver API hand-off vs raw SharedArrayBuffer, ${sz}`, c, d);
+    ratio(`(e)/(d) transferred ArrayBuffer vs raw SharedArrayBuffer, ${sz}`, e, d);
+    ratio(`(f)/(a) structured clone vs dmabuf fd hand-off, ${sz}`, f, a);
+  } finally {
+    for (const v of variants) await v?.finish();
+  }
 }
 
 /* ---- entry points ---- */
