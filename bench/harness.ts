@@ -9,6 +9,8 @@
  *   `fn(n)` performs n operations itself and may return a promise.
  * - `suite(key)` and `group(name)` label what follows: the suite is the section
  *   of BENCHMARKS.md (`<!-- bench:<key>:start -->`), the group a sub-table.
+ * - `benchInterleaved([{name, fn, opts}, ...])` measures several variants round by
+ *   round in turn, so their ratios are not skewed by load that came and went.
  * - `ratio(...)`, `absolute(...)`, `count(...)` record the comparisons a suite
  *   reports, each with an optional target (`met` says whether it was reached).
  * - Flags: `--filter <substring>` (matched case-insensitively against
@@ -232,6 +234,73 @@ export async function bench(name: string, fn: BenchFn, opts: BenchOptions): Prom
     `  ${pad(name, 58)} ${pad(fmtNs(res.medianNs), 10, true)}  [${fmtNs(res.minNs)} .. ${fmtNs(res.maxNs)}]  ${p.iterations} ops x ${p.rounds}`,
   );
   return res;
+}
+
+/** One variant of `benchInterleaved`. */
+export interface InterleavedEntry {
+  name: string;
+  fn: BenchFn;
+  opts: BenchOptions;
+}
+
+/**
+ * Measure several variants round by round in turn (a round of the first, a round
+ * of the second, ..., then the next round of each), so that every variant sees
+ * the same changes of machine state: on a shared or noisy machine the ratios of
+ * sequential blocks follow whatever else ran during each block. Each variant's
+ * options set its own iterations; `rounds` is taken from the first. Results are
+ * returned (and recorded) in `entries` order; filtered-out entries give undefined.
+ */
+export async function benchInterleaved(entries: readonly InterleavedEntry[]): Promise<Array<Result | undefined>> {
+  const live = entries.map((e) => (wants(e.name) ? e : undefined));
+  const plans = live.map((e) => (e ? plan(e.opts) : undefined));
+  const next = live.map(() => 0);
+  for (let k = 0; k < live.length; k++) {
+    const e = live[k];
+    const p = plans[k];
+    if (!e || !p) continue;
+    if (!e.opts.batch) {
+      const probe = e.fn(next[k]!++);
+      if (isThenable(probe)) throw new Error(`bench ${e.name}: fn returned a promise; use { batch: true } for async work`);
+    }
+    if (p.warmup > 0) {
+      await runOnce(e.fn, next[k]!, p.warmup, e.opts);
+      next[k]! += p.warmup;
+    }
+    await turn();
+  }
+  const rounds = plans.find((p) => p)?.rounds ?? 0;
+  const perOp = live.map((): number[] => []);
+  for (let r = 0; r < rounds; r++) {
+    for (let k = 0; k < live.length; k++) {
+      const e = live[k];
+      const p = plans[k];
+      if (!e || !p) continue;
+      const ns = await runOnce(e.fn, next[k]!, p.iterations, e.opts);
+      next[k]! += p.iterations;
+      perOp[k]!.push(Number(ns) / p.iterations);
+      await turn();
+    }
+  }
+  return live.map((e, k) => {
+    if (!e) return undefined;
+    const xs = perOp[k]!;
+    const res: Result = {
+      suite: currentSuite,
+      group: currentGroup,
+      name: e.name,
+      medianNs: median(xs),
+      minNs: Math.min(...xs),
+      maxNs: Math.max(...xs),
+      opsPerRound: plans[k]!.iterations,
+      rounds,
+    };
+    results.push(res);
+    console.log(
+      `  ${pad(e.name, 58)} ${pad(fmtNs(res.medianNs), 10, true)}  [${fmtNs(res.minNs)} .. ${fmtNs(res.maxNs)}]  ${res.opsPerRound} ops x ${rounds} (interleaved)`,
+    );
+    return res;
+  });
 }
 
 /* ---- comparisons ---- */

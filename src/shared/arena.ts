@@ -100,8 +100,23 @@ export function allocPages(order: number, syscall: string): number {
   } finally {
     mutexUnlock(w, H_ARENA_LOCK);
   }
-  w.arenaU8.fill(0, page * PAGE_SIZE, (page + (1 << order)) * PAGE_SIZE);
+  zeroPages(w, page, 1 << order);
   return page;
+}
+
+/** Per thread: a length-tracking 64-bit view of the arena, for zeroing (see zeroPages). */
+let zeroView: BigInt64Array | undefined;
+
+/**
+ * Zero `pages` pages from `page`. V8 fills a typed array over shared memory one
+ * element at a time with relaxed atomic stores, so the element width sets the
+ * speed: 64-bit elements zero ~3.5x faster than bytes (8 MiB: ~1.3 ms vs ~4.9 ms
+ * on the benchmark machine; bench/buffer.bench.ts).
+ */
+function zeroPages(w: World, page: number, pages: number): void {
+  if (zeroView?.buffer !== w.arena) zeroView = new BigInt64Array(w.arena);
+  const words = PAGE_SIZE / 8;
+  zeroView.fill(0n, page * words, (page + pages) * words);
 }
 
 /**
