@@ -99,8 +99,4 @@ function allocate(heap: DmaHeap, len: number, fdFlags: number): DmaBuf {
   }
 }
 
-// Every thread that loads dmabuf must find these ops, not only the one that exported
-// a buffer: a worker that receives a heap buffer's fd maps it with them.
-registerDmaBufOps(systemHeapBufOps);
-
 export const systemHeap = DmaHeap.add({ name: SYSTEM_HEAP_NAME, ops: { allocate } });
