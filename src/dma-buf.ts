@@ -44,7 +44,7 @@ import { trackMapping, untrackMapping } from './mmap.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import { PAGE_SIZE } from './shared/arena.js';
 import {
-  allocSlot, Kind, localHolds, readName, ref, S_DATA, S_LOCK, slotRefs, unref, writeName,
+  allocSlot, Kind, localHolds, readName, ref, S_DATA, S_LOCK, slotGen, slotRefs, unref, writeName,
 } from './shared/slab.js';
 import { H_DMABUF_HEAD, H_DMABUF_LOCK, world, type World } from './shared/world.js';
 import { SyncFile } from './sync-file.js';
@@ -131,6 +131,25 @@ export function registerDmaBufOps(ops: DmaBufOps): void {
   const known = opsByName.get(ops.name);
   if (known && known !== ops) throw fail('EEXIST', 'dma_buf_export', `other dma_buf_ops named '${ops.name}' are registered`);
   opsByName.set(ops.name, ops);
+}
+
+/**
+ * Per thread, the ops each live buffer slot resolved to, with the slot's generation:
+ * finding them by name means decoding the name, which every fd-level call would
+ * otherwise pay. A reused slot has a new generation and misses.
+ */
+const opsBySlot = new Map<number, { gen: number; ops: DmaBufOps }>();
+
+/** The ops of buffer slot `slot` in this thread. @throws ENODEV if its exporter is not loaded here. */
+function opsOf(w: World, slot: number): DmaBufOps {
+  const gen = slotGen(w, slot);
+  const hit = opsBySlot.get(slot);
+  if (hit?.gen === gen) return hit.ops;
+  const name = readName(w, w.base(slot) + B_OPS_NAME, NAME_WORDS);
+  const ops = opsByName.get(name);
+  if (!ops) throw fail('ENODEV', 'dma_buf', `exporter '${name}' has no ops in this thread: load the module that registers them`);
+  opsBySlot.set(slot, { gen, ops });
+  return ops;
 }
 
 function checkOps(info: DmaBufExportInfo): void {
@@ -257,7 +276,7 @@ export class DmaBuf extends FileHandle {
   }
 
   get size(): number {
-    return bufferSummary(world(), this.slot).size;
+    return bufferSize(world(), this.slot);
   }
 
   get priv(): number {
@@ -282,13 +301,8 @@ export class DmaBuf extends FileHandle {
 
   /** The exporter's ops, found by name in this thread. @throws ENODEV if its module is not loaded here. */
   get ops(): DmaBufOps {
-    if (this.#ops) return this.#ops;
-    const w = world();
-    const name = readName(w, w.base(this.slot) + B_OPS_NAME, NAME_WORDS);
-    const ops = opsByName.get(name);
-    if (!ops) throw fail('ENODEV', 'dma_buf', `exporter '${name}' has no ops in this thread: load the module that registers them`);
-    this.#ops = ops;
-    return ops;
+    this.#ops ??= opsOf(world(), this.slot);
+    return this.#ops;
   }
 
   /** Index in `world().i32` of the EXPORTER_WORDS words the exporter may use. @internal */
@@ -636,11 +650,12 @@ export function forEachDmaBuf(fn: (file: number, slot: number) => void): void {
 
 /** Exporter name and size of buffer slot `slot` (for listings that walk the global list). */
 export function bufferSummary(w: World, slot: number): { expName: string; size: number } {
+  return { expName: readName(w, w.base(slot) + B_EXP_NAME, NAME_WORDS), size: bufferSize(w, slot) };
+}
+
+function bufferSize(w: World, slot: number): number {
   const b = w.base(slot);
-  return {
-    expName: readName(w, b + B_EXP_NAME, NAME_WORDS),
-    size: (w.i32[b + B_SIZE]! >>> 0) + (w.i32[b + B_SIZE + 1]! >>> 0) * 2 ** 32,
-  };
+  return (w.i32[b + B_SIZE]! >>> 0) + (w.i32[b + B_SIZE + 1]! >>> 0) * 2 ** 32;
 }
 
 /** @internal attachment-list words of buffer slot `slot` (dma-buf-attach.ts). */

@@ -21,6 +21,7 @@ import { dmaMapExtents, type PageExtent, type SgTable } from './device.js';
 import { fail } from './errors.js';
 import { pageBytes } from './shared/arena.js';
 import { listCreate, listEntries, listFree } from './shared/list.js';
+import { slotGen } from './shared/slab.js';
 import { world } from './shared/world.js';
 
 /** Store `extents` for a buffer about to be exported: returns the number to keep in exporter word 0. */
@@ -42,9 +43,23 @@ export function extentsFree(list: number): void {
 }
 
 /** The extents of a page-backed buffer. */
-export function bufferExtents(buf: DmaBuf): PageExtent[] {
-  return extentsRead(world().i32[buf.exporterWords]!);
+export function bufferExtents(buf: DmaBuf): readonly PageExtent[] {
+  const w = world();
+  const list = w.i32[buf.exporterWords]!;
+  const gen = slotGen(w, list);
+  const hit = extentsCache.get(list);
+  if (hit?.gen === gen) return hit.extents;
+  const extents = extentsRead(list);
+  extentsCache.set(list, { gen, extents });
+  return extents;
 }
+
+/**
+ * Per thread, the extents read from each list (lists made by `extentsCreate` never
+ * change; a freed and reused list slot has a new generation and misses). mmap and
+ * map would otherwise decode the list on every call.
+ */
+const extentsCache = new Map<number, { gen: number; extents: readonly PageExtent[] }>();
 
 /** map_dma_buf of a page-backed buffer for `attach`'s device. @throws EIO beyond the device's mask. */
 export function pageBufferMap(attach: DmaBufAttachment): SgTable {

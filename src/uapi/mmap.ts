@@ -86,8 +86,9 @@ export function mmap(length: number, prot: number, flags: number, fd: number, of
   }
   let view = got instanceof Uint8Array ? got : got.view;
   if (type === MAP_PRIVATE) view = view.slice();
-  if (got instanceof Uint8Array) return trackMapping(view.subarray(0, len), file);
-  const out = trackMapping(view.subarray(0, len), got.file ?? file, got.object ?? -1);
+  if (view.length !== len) view = view.subarray(0, len);
+  if (got instanceof Uint8Array) return trackMapping(view, file);
+  const out = trackMapping(view, got.file ?? file, got.object ?? -1);
   if (got.file !== undefined) filePut(got.file); // the mapping took its own hold
   return out;
 }
