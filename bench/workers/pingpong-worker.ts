@@ -2,8 +2,9 @@
  * The worker side of the fence ping-pong benchmarks (bench/fence.bench.ts).
  *
  * The main thread posts one `Start` (one variant per worker); the worker sets up, answers
- * `{ ev: 'ready' }` and then answers every round trip until the main thread sets
- * the STOP word and wakes it once more, then answers `{ ev: 'done', trips }`.
+ * `{ ev: 'ready', tid }` (tid: its kernel thread id, for pinning) and then answers
+ * every round trip until the main thread sets the STOP word and wakes it once
+ * more, then answers `{ ev: 'done', trips }`.
  * `{ cmd: 'exit' }` closes the port so the worker exits by itself.
  *
  * Every variant has the same shape: the waiter's next point/value exists before
@@ -14,6 +15,7 @@
  * raw-Atomics helpers; the message loop only starts inside a Worker.
  */
 import { isMainThread, parentPort, type MessagePort } from 'node:worker_threads';
+import { kernelTid } from '../affinity.js';
 import { SwSyncTimeline, setWaitSpin, type Packet } from 'dmabuf';
 import {
   close, ioctl, poll, POLLIN, receiveFds, SW_SYNC_IOC_CREATE_FENCE, SW_SYNC_IOC_INC, type FdPacket,
@@ -38,7 +40,7 @@ export type Start =
   | { cmd: 'start'; mode: 'port'; port: MessagePort }
   | { cmd: 'exit' };
 
-export type Reply = { ev: 'ready' } | { ev: 'done'; trips: number; error?: string };
+export type Reply = { ev: 'ready'; tid: number } | { ev: 'done'; trips: number; error?: string };
 
 /* ---- helpers both sides use ---- */
 
@@ -153,7 +155,7 @@ function atomicsLoop(spinUs: number, ctl: Int32Array, ready: () => void): number
 
 function start(msg: Exclude<Start, { cmd: 'exit' }>): void {
   const port = parentPort!;
-  const ready = (): void => port.postMessage({ ev: 'ready' } satisfies Reply);
+  const ready = (): void => port.postMessage({ ev: 'ready', tid: kernelTid() } satisfies Reply);
   if (msg.mode === 'port') {
     let trips = 0;
     msg.port.on('message', (v: number) => {
