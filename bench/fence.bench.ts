@@ -190,15 +190,16 @@ function uapiVariant(spinUs: number): Variant {
   const fa = open('/dev/sw_sync'); // main → worker: this thread INCs, the worker polls
   const fb = open('/dev/sw_sync'); // worker → main
   let v = 0;
+  let fd = -1; // the sync_file of the last point waited for, closed after the next INC
   return {
     start: { cmd: 'start', mode: 'uapi', ctl: sab, spinUs, fds: sendFds([fa, fb]) },
     spinUs,
     batch: (n) => {
       for (let k = 0; k < n; k++) {
-        const fd = createPoint(fb, ++v);
-        ioctl(fa, SW_SYNC_IOC_INC, 1);
+        ioctl(fa, SW_SYNC_IOC_INC, 1); // signal first, then prepare the next wait (see the worker)
+        if (fd >= 0) close(fd);
+        fd = createPoint(fb, ++v);
         pollIn(fd);
-        close(fd);
       }
       if (Atomics.load(ctl, W_ERROR)) throw new Error('worker loop failed');
     },
@@ -208,6 +209,7 @@ function uapiVariant(spinUs: number): Variant {
       ioctl(fa, SW_SYNC_IOC_INC, 1);
     },
     cleanup: () => {
+      if (fd >= 0) close(fd);
       close(fa);
       close(fb);
     },
@@ -221,14 +223,15 @@ function driverVariant(): Variant {
   const tla = SwSyncTimeline.create('pingpong-a');
   const tlb = SwSyncTimeline.create('pingpong-b');
   let v = 0;
+  let f: DmaFence | undefined; // the last point waited for, dropped after the next inc
   return {
     start: { cmd: 'start', mode: 'driver', ctl: sab, spinUs: 0, timelines: [tla.share(), tlb.share()] },
     batch: (n) => {
       for (let k = 0; k < n; k++) {
-        const f = tlb.createFence(++v);
-        tla.inc(1);
+        tla.inc(1); // signal first, then prepare the next wait (see the worker)
+        f?.put();
+        f = tlb.createFence(++v);
         f.waitTimeout(Infinity);
-        f.put();
       }
       if (Atomics.load(ctl, W_ERROR)) throw new Error('worker loop failed');
     },
@@ -238,6 +241,7 @@ function driverVariant(): Variant {
       tla.inc(1);
     },
     cleanup: () => {
+      f?.put();
       tla.close();
       tlb.close();
     },

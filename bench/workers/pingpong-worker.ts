@@ -7,9 +7,14 @@
  * more, then answers `{ ev: 'done', trips }`.
  * `{ cmd: 'exit' }` closes the port so the worker exits by itself.
  *
- * Every variant has the same shape: the waiter's next point/value exists before
- * the other side can signal it, so every wait is a real wait (never a fence born
- * signalled). Direction A is main → worker, direction B is worker → main.
+ * Every variant has the shape of the raw-Atomics baseline: a side that wakes
+ * signals the other side first and only then prepares its next wait (drops the
+ * point it waited for, creates the next one), as a user after the lowest latency
+ * orders it; the preparation then overlaps the other side's wake-up instead of
+ * delaying it. The other side needs a wake-up before it can signal back, so the
+ * next point nearly always exists in time; if not, it is born signalled and the
+ * wait returns at once, as a raw `Atomics.wait` returns at once when the value
+ * has already changed. Direction A is main → worker, direction B is worker → main.
  *
  * Imported by the main thread too, for the protocol's types, word indexes and the
  * raw-Atomics helpers; the message loop only starts inside a Worker.
@@ -96,12 +101,13 @@ function uapiLoop(msg: Extract<Start, { mode: 'uapi' }>, ctl: Int32Array, ready:
     ready();
     for (;;) {
       pollIn(fd);
-      close(fd);
       if (Atomics.load(ctl, W_STOP)) break;
-      fd = createPoint(fa, ++v);
-      ioctl(fb, SW_SYNC_IOC_INC, 1);
+      ioctl(fb, SW_SYNC_IOC_INC, 1); // signal first, then prepare the next wait
       trips++;
+      close(fd);
+      fd = createPoint(fa, ++v);
     }
+    close(fd);
   } catch (e) {
     Atomics.store(ctl, W_ERROR, 1);
     ioctl(fb, SW_SYNC_IOC_INC, 0x7fffffff); // release the main thread's pending points
@@ -123,12 +129,13 @@ function driverLoop(msg: Extract<Start, { mode: 'driver' }>, ctl: Int32Array, re
     ready();
     for (;;) {
       f.waitTimeout(Infinity);
-      f.put();
       if (Atomics.load(ctl, W_STOP)) break;
-      f = tla.createFence(++v);
-      tlb.inc(1);
+      tlb.inc(1); // signal first, then prepare the next wait
       trips++;
+      f.put();
+      f = tla.createFence(++v);
     }
+    f.put();
   } catch (e) {
     Atomics.store(ctl, W_ERROR, 1);
     tlb.inc(0x7fffffff);
