@@ -21,7 +21,7 @@
  *    raw SharedArrayBuffer. Every variant sends the buffer back the way it came,
  *    checks the worker's byte arrived, and runs in its own worker over its own
  *    MessagePort; the variants' rounds are interleaved (harness
- *    `benchInterleaved`). Target (issue 4): within 1.5× of the raw SharedArrayBuffer.
+ *    `benchInterleavedEach`). Target (issue 4): within 1.5× of the raw SharedArrayBuffer.
  *
  * Run through bench/run.ts, or alone: `node build-test/bench/buffer.bench.js [--quick]`.
  */
@@ -35,7 +35,7 @@ import {
   SW_SYNC_IOC_INC,
 } from 'dmabuf/uapi';
 import {
-  absolute, bench, benchInterleaved, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions, type Result,
+  absolute, bench, benchInterleavedEach, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions, type Result,
 } from './harness.js';
 import { Peer } from './peer.js';
 import type { Mode, Reply, Start } from './workers/handoff-worker.js';
@@ -427,7 +427,7 @@ async function handoffs(size: number): Promise<void> {
   const variants: Array<Variant | undefined> = [];
   try {
     for (const [name, mode] of H) variants.push(wants(name) ? await startVariant(name, mode, size) : undefined);
-    const [a, b, c, d, e, f] = await benchInterleaved(H.map(([name], k) => ({
+    const [a, b, c, d, e, f] = await benchInterleavedEach(H.map(([name], k) => ({
       name,
       fn: (n: number) => variants[k]!.batch(n),
       opts: variants[k]?.opts ?? handoffOpts('sab', size),

@@ -4,7 +4,10 @@
  * 1. Cross-thread signal → wake round trip (main thread ⇄ one worker): dmabuf's
  *    uapi (sw_sync fds, ioctl, blocking poll), the same with `setWaitSpin(20)`, the
  *    driver API (SwSyncTimeline/DmaFence), against raw Atomics.wait/notify, raw
- *    Atomics with the same spin budget, and a MessagePort.
+ *    Atomics with the same spin budget, and a MessagePort. The main thread and the
+ *    worker are pinned to two cores (bench/affinity.ts: placement would otherwise
+ *    decide the result), and the sleeping variants run interleaved; as a contrast,
+ *    the sleeping uapi and raw variants again with both threads on one core.
  * 2. Per-fence cost in one thread: init + signal + put (with and without a
  *    callback) against a minimal plain-JS fence class.
  * 3. Atomics.notify calls made while signalling 100,000 fences nobody waits on
@@ -17,9 +20,10 @@ import { pathToFileURL } from 'node:url';
 import { DmaFence, setWaitSpin, SwSyncTimeline, type DmaFenceOps } from 'dmabuf';
 import { close, ioctl, open, sendFds, SW_SYNC_IOC_INC } from 'dmabuf/uapi';
 import {
-  absolute, bench, count, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions,
-  type Result,
+  absolute, bench, benchInterleaved, count, group, pairedRatio, ratio, suite, updateMarkdown, wants, wantsAny,
+  writeResults, type BenchOptions, type Result,
 } from './harness.js';
+import { getAffinity, kernelTid, parseCpuList, setAffinity } from './affinity.js';
 import { Peer } from './peer.js';
 import {
   createPoint, CTL_BYTES, pollIn, rawWaitFor, W_A, W_B, W_ERROR, W_STOP, type Reply, type Start,
@@ -40,7 +44,15 @@ const RT = {
   port: '(f) baseline: MessagePort postMessage(number)',
 } as const;
 
-/** Blocking variants: round trips per round (full run). */
+const TWO_CORES = 'cross-thread signal → wake round trip, main thread and worker pinned to two cores (time per round trip)';
+const ONE_CORE = 'cross-thread round trip with both threads pinned to one core (contrast, time per round trip)';
+
+/**
+ * Sleeping variants (a), (c), (d), measured interleaved: short rounds, one of each
+ * per block, so every block's (a)/(d) compares the same machine state.
+ */
+const SLEEPING: BenchOptions = { iterations: 5_000, warmup: 2_000, rounds: 15, batch: true, quickIterations: 200 };
+/** Spinning variants: round trips per round (full run). */
 const BLOCKING: BenchOptions = { iterations: 10_000, warmup: 2_000, rounds: 7, batch: true, quickIterations: 200 };
 /** MessagePort: slower per trip, fewer of them. */
 const PORTED: BenchOptions = { iterations: 5_000, warmup: 1_000, rounds: 7, batch: true, quickIterations: 200 };
@@ -56,110 +68,193 @@ interface Variant {
   stop: () => void;
   /** setWaitSpin budget for this thread during the measurement (0: off). */
   spinUs?: number;
+  /** Release what the variant opened in this thread, once its worker has stopped. */
+  cleanup?: () => void;
 }
 
 /**
- * Start a variant in a fresh worker, measure it, stop it, check both sides agree
- * on the trip count, and let the worker exit. (A fresh worker per variant keeps
- * variants apart: no spin budget or cached state carries over.)
+ * Where this group's threads run (see affinity.ts): this thread on the first CPU it
+ * may use, each worker on the second (two cores) or the same one (one core).
  */
-async function pingPong(name: string, opts: BenchOptions, v: Variant): Promise<Result | undefined> {
+interface Placement {
+  /** Pin a worker thread (kernel thread id) where this placement puts workers. */
+  worker(tid: number): void;
+  /** Give this thread back the CPUs it had. */
+  restore(): void;
+}
+
+const UNPINNED: Placement = { worker: () => {}, restore: () => {} };
+let placement = UNPINNED;
+
+/**
+ * Pin this thread for the group `name` and set the placement workers get. If
+ * pinning is not possible, the group is measured unpinned and its heading says so.
+ */
+function place(name: string, oneCore: boolean): void {
+  group(name);
+  const me = kernelTid();
+  const saved = getAffinity(me);
+  const cpus = saved === undefined ? [] : parseCpuList(saved);
+  const mainCpu = cpus[0];
+  const workerCpu = oneCore ? cpus[0] : cpus[1];
+  if (saved === undefined || mainCpu === undefined || workerCpu === undefined || !setAffinity(me, String(mainCpu))) {
+    group(`${name}: NOT pinned (taskset failed or too few CPUs)`);
+    placement = UNPINNED;
+    return;
+  }
+  placement = {
+    worker: (tid) => {
+      if (!setAffinity(tid, String(workerCpu))) throw new Error(`could not pin worker thread ${tid} to CPU ${workerCpu}`);
+    },
+    restore: () => void setAffinity(me, saved),
+  };
+}
+
+/** Undo `place`. */
+function unplace(): void {
+  placement.restore();
+  placement = UNPINNED;
+}
+
+/** A variant whose worker is running its loop. */
+interface Running {
+  name: string;
+  v: Variant;
+  peer: Peer<Start, Reply>;
+}
+
+/**
+ * Start `v` in a fresh worker and wait until its loop is ready. (A fresh worker per
+ * variant keeps variants apart: no spin budget or cached state carries over.)
+ */
+async function launch(name: string, v: Variant): Promise<Running> {
   const peer = new Peer<Start, Reply>(new URL('./workers/pingpong-worker.js', import.meta.url), 'pingpong worker');
   try {
     peer.post(v.start, v.transfer ?? []);
     const ready = await peer.next();
     if (ready.ev !== 'ready') throw new Error(`${name}: worker failed to start: ${ready.error ?? '?'}`);
-    setWaitSpin(v.spinUs ?? 0);
-    let res: Result | undefined;
-    try {
-      res = await bench(name, v.batch, opts);
-    } finally {
-      setWaitSpin(0);
-      v.stop();
-      const done = await peer.next();
-      if (done.ev !== 'done') throw new Error(`${name}: unexpected reply ${done.ev}`);
-      if (done.error !== undefined) throw new Error(`${name}: worker failed: ${done.error}`);
-      if (done.trips !== v.trips()) throw new Error(`${name}: worker made ${done.trips} round trips, main ${v.trips()}`);
-    }
-    return res;
+    placement.worker(ready.tid);
+    return { name, v, peer };
+  } catch (e) {
+    await peer.exit({ cmd: 'exit' });
+    v.cleanup?.();
+    throw e;
+  }
+}
+
+/** Stop a running variant, check both sides agree on the trip count, let the worker exit. */
+async function finish({ name, v, peer }: Running): Promise<void> {
+  try {
+    v.stop();
+    const done = await peer.next();
+    if (done.ev !== 'done') throw new Error(`${name}: unexpected reply ${done.ev}`);
+    if (done.error !== undefined) throw new Error(`${name}: worker failed: ${done.error}`);
+    if (done.trips !== v.trips()) throw new Error(`${name}: worker made ${done.trips} round trips, main ${v.trips()}`);
   } finally {
     await peer.exit({ cmd: 'exit' });
+    v.cleanup?.();
+  }
+}
+
+/** Measure one variant on its own. */
+async function pingPong(name: string, opts: BenchOptions, make: () => Variant): Promise<Result | undefined> {
+  if (!wants(name)) return undefined;
+  const run = await launch(name, make());
+  setWaitSpin(run.v.spinUs ?? 0);
+  try {
+    return await bench(name, run.v.batch, opts);
+  } finally {
+    setWaitSpin(0);
+    await finish(run);
+  }
+}
+
+/** Measure several variants (none spinning) at once, in interleaved rounds (`benchInterleaved`). */
+async function pingPongInterleaved(
+  opts: BenchOptions, makers: ReadonlyArray<readonly [string, () => Variant]>,
+): Promise<Array<Result | undefined>> {
+  const runs: Running[] = [];
+  try {
+    for (const [name, make] of makers) if (wants(name)) runs.push(await launch(name, make()));
+    const out = await benchInterleaved(runs.map((r) => ({ name: r.name, fn: r.v.batch })), opts);
+    return makers.map(([name]) => out[runs.findIndex((r) => r.name === name)]);
+  } finally {
+    for (const r of runs) await finish(r);
   }
 }
 
 /** (a)/(b): two sw_sync timelines opened here and sent to the worker; blocking poll on sync_file fds. */
-async function uapiRoundTrip(name: string, spinUs: number): Promise<Result | undefined> {
-  if (!wants(name)) return undefined;
+function uapiVariant(spinUs: number): Variant {
   const sab = new SharedArrayBuffer(CTL_BYTES);
   const ctl = new Int32Array(sab);
   const fa = open('/dev/sw_sync'); // main → worker: this thread INCs, the worker polls
   const fb = open('/dev/sw_sync'); // worker → main
   let v = 0;
-  try {
-    return await pingPong(name, BLOCKING, {
-      start: { cmd: 'start', mode: 'uapi', ctl: sab, spinUs, fds: sendFds([fa, fb]) },
-      spinUs,
-      batch: (n) => {
-        for (let k = 0; k < n; k++) {
-          const fd = createPoint(fb, ++v);
-          ioctl(fa, SW_SYNC_IOC_INC, 1);
-          pollIn(fd);
-          close(fd);
-        }
-        if (Atomics.load(ctl, W_ERROR)) throw new Error('worker loop failed');
-      },
-      trips: () => v,
-      stop: () => {
-        Atomics.store(ctl, W_STOP, 1);
-        ioctl(fa, SW_SYNC_IOC_INC, 1);
-      },
-    });
-  } finally {
-    close(fa);
-    close(fb);
-  }
+  let fd = -1; // the sync_file of the last point waited for, closed after the next INC
+  return {
+    start: { cmd: 'start', mode: 'uapi', ctl: sab, spinUs, fds: sendFds([fa, fb]) },
+    spinUs,
+    batch: (n) => {
+      for (let k = 0; k < n; k++) {
+        ioctl(fa, SW_SYNC_IOC_INC, 1); // signal first, then prepare the next wait (see the worker)
+        if (fd >= 0) close(fd);
+        fd = createPoint(fb, ++v);
+        pollIn(fd);
+      }
+      if (Atomics.load(ctl, W_ERROR)) throw new Error('worker loop failed');
+    },
+    trips: () => v,
+    stop: () => {
+      Atomics.store(ctl, W_STOP, 1);
+      ioctl(fa, SW_SYNC_IOC_INC, 1);
+    },
+    cleanup: () => {
+      if (fd >= 0) close(fd);
+      close(fa);
+      close(fb);
+    },
+  };
 }
 
 /** (c): the same with the driver API, no fds. */
-async function driverRoundTrip(name: string): Promise<Result | undefined> {
-  if (!wants(name)) return undefined;
+function driverVariant(): Variant {
   const sab = new SharedArrayBuffer(CTL_BYTES);
   const ctl = new Int32Array(sab);
   const tla = SwSyncTimeline.create('pingpong-a');
   const tlb = SwSyncTimeline.create('pingpong-b');
   let v = 0;
-  try {
-    return await pingPong(name, BLOCKING, {
-      start: { cmd: 'start', mode: 'driver', ctl: sab, spinUs: 0, timelines: [tla.share(), tlb.share()] },
-      batch: (n) => {
-        for (let k = 0; k < n; k++) {
-          const f = tlb.createFence(++v);
-          tla.inc(1);
-          f.waitTimeout(Infinity);
-          f.put();
-        }
-        if (Atomics.load(ctl, W_ERROR)) throw new Error('worker loop failed');
-      },
-      trips: () => v,
-      stop: () => {
-        Atomics.store(ctl, W_STOP, 1);
-        tla.inc(1);
-      },
-    });
-  } finally {
-    tla.close();
-    tlb.close();
-  }
+  let f: DmaFence | undefined; // the last point waited for, dropped after the next inc
+  return {
+    start: { cmd: 'start', mode: 'driver', ctl: sab, spinUs: 0, timelines: [tla.share(), tlb.share()] },
+    batch: (n) => {
+      for (let k = 0; k < n; k++) {
+        tla.inc(1); // signal first, then prepare the next wait (see the worker)
+        f?.put();
+        f = tlb.createFence(++v);
+        f.waitTimeout(Infinity);
+      }
+      if (Atomics.load(ctl, W_ERROR)) throw new Error('worker loop failed');
+    },
+    trips: () => v,
+    stop: () => {
+      Atomics.store(ctl, W_STOP, 1);
+      tla.inc(1);
+    },
+    cleanup: () => {
+      f?.put();
+      tla.close();
+      tlb.close();
+    },
+  };
 }
 
 /** (d)/(e): raw Atomics on a SharedArrayBuffer, optionally spinning `spinUs` before each wait. */
-async function atomicsRoundTrip(name: string, spinUs: number): Promise<Result | undefined> {
-  if (!wants(name)) return undefined;
+function atomicsVariant(spinUs: number): Variant {
   const sab = new SharedArrayBuffer(CTL_BYTES);
   const ctl = new Int32Array(sab);
   const spinMs = spinUs / 1000;
   let v = 0;
-  return pingPong(name, BLOCKING, {
+  return {
     start: { cmd: 'start', mode: 'atomics', ctl: sab, spinUs },
     batch: (n) => {
       for (let k = 0; k < n; k++) {
@@ -174,12 +269,11 @@ async function atomicsRoundTrip(name: string, spinUs: number): Promise<Result | 
       Atomics.store(ctl, W_A, -1);
       Atomics.notify(ctl, W_A);
     },
-  });
+  };
 }
 
 /** (f): MessagePort echo of a small number, event-driven (no promise per trip). */
-async function portRoundTrip(name: string): Promise<Result | undefined> {
-  if (!wants(name)) return undefined;
+function portVariant(): Variant {
   const { port1, port2 } = new MessageChannel();
   let left = 0;
   let trips = 0;
@@ -193,37 +287,69 @@ async function portRoundTrip(name: string): Promise<Result | undefined> {
       f?.();
     }
   });
-  try {
-    return await pingPong(name, PORTED, {
-      start: { cmd: 'start', mode: 'port', port: port2 },
-      transfer: [port2],
-      batch: (n) => new Promise<void>((resolve) => {
-        left = n;
-        finish = resolve;
-        port1.postMessage(n);
-      }),
-      trips: () => trips,
-      stop: () => port1.postMessage(-1),
-    });
-  } finally {
-    port1.close();
-  }
+  return {
+    start: { cmd: 'start', mode: 'port', port: port2 },
+    transfer: [port2],
+    batch: (n) => new Promise<void>((resolve) => {
+      left = n;
+      finish = resolve;
+      port1.postMessage(n);
+    }),
+    trips: () => trips,
+    stop: () => port1.postMessage(-1),
+    cleanup: () => port1.close(),
+  };
 }
 
-async function crossThread(): Promise<void> {
-  group('cross-thread signal → wake round trip (time per round trip)');
-  if (!wantsAny(Object.values(RT))) return;
-  const a = await uapiRoundTrip(RT.uapi, 0);
-  const b = await uapiRoundTrip(RT.uapiSpin, SPIN_US);
-  const c = await driverRoundTrip(RT.driver);
-  const d = await atomicsRoundTrip(RT.atomics, 0);
-  const e = await atomicsRoundTrip(RT.atomicsSpin, SPIN_US);
-  const f = await portRoundTrip(RT.port);
-  ratio('(a)/(d) uapi poll vs raw Atomics', a, d, { op: '<=', value: 1.2 });
-  ratio('(c)/(d) driver API vs raw Atomics', c, d);
+/** Every variant, the main thread and the worker each pinned to its own core. */
+async function onTwoCores(): Promise<void> {
+  const [a, c, d] = await pingPongInterleaved(SLEEPING, [
+    [RT.uapi, () => uapiVariant(0)],
+    [RT.driver, driverVariant],
+    [RT.atomics, () => atomicsVariant(0)],
+  ]);
+  const b = await pingPong(RT.uapiSpin, BLOCKING, () => uapiVariant(SPIN_US));
+  const e = await pingPong(RT.atomicsSpin, BLOCKING, () => atomicsVariant(SPIN_US));
+  const f = await pingPong(RT.port, PORTED, portVariant);
+  pairedRatio('(a)/(d) uapi poll vs raw Atomics, median of interleaved blocks', a, d, { op: '<=', value: 1.2 });
+  pairedRatio('(c)/(d) driver API vs raw Atomics, median of interleaved blocks', c, d);
   ratio('(b)/(e) uapi + setWaitSpin vs raw spin-then-wait', b, e);
   absolute('(b) uapi + setWaitSpin, per round trip', b, { op: '<', value: 5 });
   ratio('(f)/(a) MessagePort vs uapi poll', f, a);
+}
+
+/**
+ * (a) and (d) with both threads on one core: a wake-up is then a context switch, not
+ * a cross-core wake, and what each side does per trip shows instead of hiding
+ * behind the wake latency.
+ */
+async function onOneCore(): Promise<void> {
+  const [a, d] = await pingPongInterleaved(SLEEPING, [
+    [RT.uapi, () => uapiVariant(0)],
+    [RT.atomics, () => atomicsVariant(0)],
+  ]);
+  pairedRatio('(a)/(d) on one core, median of interleaved blocks', a, d);
+}
+
+async function crossThread(): Promise<void> {
+  group(TWO_CORES);
+  if (wantsAny(Object.values(RT))) {
+    place(TWO_CORES, false);
+    try {
+      await onTwoCores();
+    } finally {
+      unplace();
+    }
+  }
+  group(ONE_CORE);
+  if (wantsAny([RT.uapi, RT.atomics])) {
+    place(ONE_CORE, true);
+    try {
+      await onOneCore();
+    } finally {
+      unplace();
+    }
+  }
 }
 
 /* ---- 2. per-fence cost, single thread ---- */

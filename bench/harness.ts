@@ -9,10 +9,15 @@
  *   `fn(n)` performs n operations itself and may return a promise.
  * - `suite(key)` and `group(name)` label what follows: the suite is the section
  *   of BENCHMARKS.md (`<!-- bench:<key>:start -->`), the group a sub-table.
- * - `benchInterleaved([{name, fn, opts}, ...])` measures several variants round by
- *   round in turn, so their ratios are not skewed by load that came and went.
- * - `ratio(...)`, `absolute(...)`, `count(...)` record the comparisons a suite
- *   reports, each with an optional target (`met` says whether it was reached).
+ * - `benchInterleaved([{name, fn}, ...], opts)` measures several batch functions
+ *   in alternating rounds (one round of each per block, the order reversed every
+ *   other block), so all of them see the same machine state; `pairedRatio(...)`
+ *   then compares two of them block by block.
+ * - `ratio(...)`, `pairedRatio(...)`, `absolute(...)`, `count(...)` record the
+ *   comparisons a suite reports, each with an optional target (`met` says whether
+ *   it was reached).
+ * - `benchInterleavedEach([{name, fn, opts}, ...])` does the same for variants
+ *   that each need their own options (iterations), round by round in turn.
  * - Flags: `--filter <substring>` (matched case-insensitively against
  *   "suite/group/name"), `--quick` (few iterations and rounds: smoke runs only,
  *   the numbers mean nothing).
@@ -70,6 +75,8 @@ export interface Result {
   maxNs: number;
   opsPerRound: number;
   rounds: number;
+  /** Interleaved results only: ns per operation of each round, in block order. */
+  perRoundNs?: number[];
 }
 
 export interface Target {
@@ -219,6 +226,10 @@ export async function bench(name: string, fn: BenchFn, opts: BenchOptions): Prom
     perOp.push(Number(ns) / p.iterations);
     await turn(); // let anything the round queued run outside the timing
   }
+  return recordResult(name, perOp, p.iterations);
+}
+
+function recordResult(name: string, perOp: number[], iterations: number, perRound = false): Result {
   const res: Result = {
     suite: currentSuite,
     group: currentGroup,
@@ -226,17 +237,50 @@ export async function bench(name: string, fn: BenchFn, opts: BenchOptions): Prom
     medianNs: median(perOp),
     minNs: Math.min(...perOp),
     maxNs: Math.max(...perOp),
-    opsPerRound: p.iterations,
-    rounds: p.rounds,
+    opsPerRound: iterations,
+    rounds: perOp.length,
   };
+  if (perRound) res.perRoundNs = perOp;
   results.push(res);
   console.log(
-    `  ${pad(name, 58)} ${pad(fmtNs(res.medianNs), 10, true)}  [${fmtNs(res.minNs)} .. ${fmtNs(res.maxNs)}]  ${p.iterations} ops x ${p.rounds}`,
+    `  ${pad(name, 58)} ${pad(fmtNs(res.medianNs), 10, true)}  [${fmtNs(res.minNs)} .. ${fmtNs(res.maxNs)}]  ${iterations} ops x ${perOp.length}`,
   );
   return res;
 }
 
-/** One variant of `benchInterleaved`. */
+/** One contender of `benchInterleaved`: `fn(n)` performs n operations (it may return a promise). */
+export interface Contender {
+  name: string;
+  fn: (n: number) => unknown;
+}
+
+/**
+ * Measure `contenders` in interleaved rounds: each warms up once, then every block
+ * runs one round of each (in the given order, reversed in every other block, so
+ * neither always goes first). Every result keeps its per-round times for
+ * `pairedRatio`. Contenders --filter excludes are never called (their result is
+ * undefined). `opts.batch` is implied.
+ */
+export async function benchInterleaved(contenders: readonly Contender[], opts: BenchOptions): Promise<Array<Result | undefined>> {
+  const p = plan(opts);
+  const live = contenders.filter((c) => wants(c.name));
+  const batch: BenchOptions = { ...opts, batch: true };
+  for (const c of live) if (p.warmup > 0) await runOnce(c.fn, 0, p.warmup, batch);
+  await turn();
+  const perOp = live.map((): number[] => []);
+  for (let r = 0; r < p.rounds; r++) {
+    const order = live.map((_, k) => (r % 2 === 0 ? k : live.length - 1 - k));
+    for (const k of order) {
+      const ns = await runOnce(live[k]!.fn, 0, p.iterations, batch);
+      perOp[k]!.push(Number(ns) / p.iterations);
+      await turn();
+    }
+  }
+  const out = live.map((c, k) => recordResult(c.name, perOp[k]!, p.iterations, true));
+  return contenders.map((c) => out[live.indexOf(c)]);
+}
+
+/** One variant of `benchInterleavedEach`. */
 export interface InterleavedEntry {
   name: string;
   fn: BenchFn;
@@ -251,7 +295,7 @@ export interface InterleavedEntry {
  * options set its own iterations; `rounds` is taken from the first. Results are
  * returned (and recorded) in `entries` order; filtered-out entries give undefined.
  */
-export async function benchInterleaved(entries: readonly InterleavedEntry[]): Promise<Array<Result | undefined>> {
+export async function benchInterleavedEach(entries: readonly InterleavedEntry[]): Promise<Array<Result | undefined>> {
   const live = entries.map((e) => (wants(e.name) ? e : undefined));
   const plans = live.map((e) => (e ? plan(e.opts) : undefined));
   const next = live.map(() => 0);
@@ -336,6 +380,20 @@ function record(c: Omit<Comparison, 'suite' | 'group' | 'target' | 'met'>, targe
 export function ratio(name: string, a: Result | undefined, b: Result | undefined, target?: Target): Comparison | undefined {
   if (!a || !b) return undefined;
   return record({ name, kind: 'ratio', value: a.medianNs / b.medianNs, numerator: a.name, denominator: b.name }, target);
+}
+
+/**
+ * Record the median over blocks of a / b, each block's rounds measured side by side
+ * by `benchInterleaved` (skipped if either was filtered out). Slow drifts of the
+ * machine cancel out of each block's ratio.
+ */
+export function pairedRatio(name: string, a: Result | undefined, b: Result | undefined, target?: Target): Comparison | undefined {
+  if (!a || !b) return undefined;
+  const ra = a.perRoundNs;
+  const rb = b.perRoundNs;
+  if (!ra || !rb || ra.length !== rb.length) throw new Error(`pairedRatio ${name}: both results must come from one benchInterleaved`);
+  const value = median(ra.map((x, i) => x / rb[i]!));
+  return record({ name, kind: 'ratio', value, numerator: a.name, denominator: b.name }, target);
 }
 
 /** Record a result's median in µs (skipped if it was filtered out). */

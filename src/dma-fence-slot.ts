@@ -177,11 +177,25 @@ export function claimSignal(w: World, slot: number): boolean {
 
 /** Publish the signal of a claimed slot: timestamp, state, wake sleepers and multi-waiters. */
 export function finishSignal(w: World, slot: number, tsNs: number | bigint): void {
+  publishState(w, slot, tsNs);
+  wakeSleepers(w, slot);
+  bumpEpoch(w);
+}
+
+/**
+ * The first half of `finishSignal`: timestamp, then state. Waiters that look see
+ * the fence signalled; sleepers stay asleep until `wakeSleepers`.
+ */
+export function publishState(w: World, slot: number, tsNs: number | bigint): void {
   const b = w.base(slot);
   storeU64(w.i32, b + F_TIMESTAMP, typeof tsNs === 'number' ? Math.round(tsNs) : BigInt.asUintN(64, tsNs));
   Atomics.store(w.i32, b + F_STATE, STATE_SIGNALED);
+}
+
+/** The second half: wake the slot's sleepers, if any counted themselves (after `publishState`). */
+export function wakeSleepers(w: World, slot: number): void {
+  const b = w.base(slot);
   if (Atomics.load(w.i32, b + F_SLEEPERS) > 0) Atomics.notify(w.i32, b + F_STATE);
-  bumpEpoch(w);
 }
 
 /** Signal `slot` now unless already signalled; true if this call did it. Callbacks are the caller's job. */

@@ -20,10 +20,15 @@
  * increment it, and waiters anywhere wake.
  *
  * Lock rule (JS forces a difference): states are published under the timeline
- * lock, in seqno order, as the kernel does; this thread's *callbacks* then run
- * right after the lock is dropped, still inside `inc()`/`close()`, so a callback
- * may create points on the same timeline (the kernel forbids that; here it would
- * otherwise self-deadlock).
+ * lock, in seqno order, as the kernel does; the sleepers are woken, and this
+ * thread's *callbacks* run, right after the lock is dropped, still inside
+ * `inc()`/`close()`. The kernel wakes under its spinlock, which also stops
+ * preemption; this lock does not, so a thread woken under it would often run
+ * straight into it (its next step is to close its sync_file or create its next
+ * point) and sleep again. A callback may also create points on the same timeline
+ * (the kernel forbids that; here it would otherwise self-deadlock). Each signalled
+ * point is referenced under the lock until its wake-up is done, as
+ * `sync_timeline_signal` does.
  */
 import { readFileSync } from 'node:fs';
 import {
@@ -31,7 +36,8 @@ import {
 } from './dma-fence.js';
 import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME, FenceKind,
-  finishSignal, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
+  finishSignal, publishState, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
+  wakeSleepers,
 } from './dma-fence-slot.js';
 import { ERRNO } from './errors.js';
 import { allocFile, fileGet, FileHandle, filePriv, FileType, receiveFile, registerFileType } from './file.js';
@@ -40,7 +46,7 @@ import {
   allocSlot, copyName, encodeName, Kind, onRelease, readName, ref, S_DATA, S_LOCK, S_NEXT, S_PREV, tryRef, unref,
   writeName,
 } from './shared/slab.js';
-import { ktimeNowNs } from './shared/wait.js';
+import { bumpEpoch, ktimeNowNs } from './shared/wait.js';
 import { H_TIMELINE_HEAD, H_TIMELINE_LOCK, H_TIMELINE_TAIL, world, type World } from './shared/world.js';
 
 /* Timeline slot. */
@@ -79,6 +85,10 @@ export function taskComm(): string {
 
 /* ---- the pending-point list (timeline lock held) ---- */
 
+/**
+ * Take `pt` off the list. PT_LINKED is cleared last, atomically: a releaser that
+ * reads 0 there without the lock knows nobody will touch the point again (release).
+ */
 function unlinkPt(w: World, tl: number, pt: number): void {
   const i32 = w.i32;
   const pb = w.base(pt);
@@ -88,7 +98,7 @@ function unlinkPt(w: World, tl: number, pt: number): void {
   else i32[w.base(tl) + TL_PT_HEAD] = next;
   if (next >= 0) i32[w.base(next) + PT_PREV] = prev;
   else i32[w.base(tl) + TL_PT_TAIL] = prev;
-  i32[pb + PT_LINKED] = 0;
+  Atomics.store(i32, pb + PT_LINKED, 0);
 }
 
 function linkBefore(w: World, tl: number, pt: number, before: number): void {
@@ -109,9 +119,27 @@ function ptSignaled(w: World, pt: number): boolean {
   return !seqno32IsLater(w.i32[w.base(pt) + F_SEQ_LO]!, Atomics.load(w.i32, w.base(tl) + TL_VALUE));
 }
 
-/** Run this thread's callbacks of points signalled under the lock, in order. */
-function runLocalCallbacks(pts: number[]): void {
-  for (const pt of pts) fenceViewIfAny(pt)?.runCallbacks();
+/**
+ * Under the timeline lock: publish the signal of a claimed point and keep a
+ * reference to it for `wakeSignaled` in `done`. A point whose last reference is
+ * already gone (its release waits for this lock) has nobody to wake.
+ */
+function signalLocked(w: World, pt: number, done: number[]): void {
+  publishState(w, pt, ktimeNowNs());
+  if (tryRef(w, pt)) done.push(pt);
+}
+
+/**
+ * After the timeline lock is dropped: wake the sleepers of the points signalled
+ * under it and the multi-waiters, run this thread's callbacks in order, then drop
+ * the references `signalLocked` took.
+ */
+function wakeSignaled(w: World, done: number[]): void {
+  if (done.length === 0) return;
+  for (const pt of done) wakeSleepers(w, pt);
+  bumpEpoch(w);
+  for (const pt of done) fenceViewIfAny(pt)?.runCallbacks();
+  for (const pt of done) unref(w, pt);
 }
 
 /* ---- timeline core, shared by the driver API and uapi ---- */
@@ -198,17 +226,14 @@ function timelineSignal(w: World, tl: number, inc: number): void {
     let pt = w.i32[b + TL_PT_HEAD]!;
     while (pt >= 0 && ptSignaled(w, pt)) {
       const next = w.i32[w.base(pt) + PT_NEXT]!;
-      unlinkPt(w, tl, pt);
-      if (claimSignal(w, pt)) {
-        finishSignal(w, pt, ktimeNowNs());
-        done.push(pt);
-      }
+      if (claimSignal(w, pt)) signalLocked(w, pt, done);
+      unlinkPt(w, tl, pt); // last: see release
       pt = next;
     }
   } finally {
     mutexUnlock(w, b + S_LOCK);
   }
-  runLocalCallbacks(done);
+  wakeSignaled(w, done);
 }
 
 /** sw_sync_debugfs_release: pending points get -ENOENT and signal; then the file's timeline ref goes. */
@@ -220,13 +245,12 @@ function timelineClose(w: World, tl: number): void {
     for (let pt = w.i32[b + TL_PT_HEAD]!; pt >= 0; pt = w.i32[w.base(pt) + PT_NEXT]!) {
       if (!claimSignal(w, pt)) continue;
       Atomics.store(w.i32, w.base(pt) + F_ERROR, -ERRNO.ENOENT);
-      finishSignal(w, pt, ktimeNowNs());
-      done.push(pt);
+      signalLocked(w, pt, done);
     }
   } finally {
     mutexUnlock(w, b + S_LOCK);
   }
-  runLocalCallbacks(done);
+  wakeSignaled(w, done);
   unref(w, tl);
 }
 
@@ -245,9 +269,14 @@ registerFenceKind(FenceKind.SwSync, {
   release(w, pt) {
     const pb = w.base(pt);
     const tl = w.i32[pb + PT_TIMELINE]!;
-    mutexLock(w, w.base(tl) + S_LOCK);
-    if (w.i32[pb + PT_LINKED]) unlinkPt(w, tl, pt);
-    mutexUnlock(w, w.base(tl) + S_LOCK);
+    // The kernel always takes the lock here. A point already off the list (signalled
+    // by inc, or born signalled) is out of every other thread's reach, and whoever
+    // unlinked it cleared PT_LINKED last: the lock would only wait for that thread.
+    if (Atomics.load(w.i32, pb + PT_LINKED)) {
+      mutexLock(w, w.base(tl) + S_LOCK);
+      if (w.i32[pb + PT_LINKED]) unlinkPt(w, tl, pt);
+      mutexUnlock(w, w.base(tl) + S_LOCK);
+    }
     unref(w, tl);
   },
 });

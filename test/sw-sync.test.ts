@@ -158,6 +158,27 @@ describe('sw_sync timelines and points (§5.4)', () => {
     for (let i = 1; i < ts.length; i++) assert.ok(ts[i]! >= ts[i - 1]!, 'timestamps follow the signal order');
   });
 
+  test('a callback run by inc() may put its point and create the next one on the same timeline', (t) => {
+    const refs = new Refs(t);
+    const [tl] = timeline(refs, 'rearm');
+    const before = liveObjects();
+    let next: DmaFence | undefined;
+    const p = tl.createFence(1);
+    p.addCallback((f) => {
+      f.put(); // the callback's owner drops its point ...
+      next = tl.createFence(2); // ... and re-arms on the same timeline, still inside inc()
+    });
+    tl.inc(1);
+    assert.ok(next, 'the callback ran inside inc()');
+    assert.equal(next.getStatus(), 0);
+    assert.deepEqual(infoBlock('rearm'), ['rearm: 1', '  fence active: 2 / 1']);
+    assert.equal(liveObjects(), before + 1, 'point 1 is freed by the time inc() returns; point 2 lives');
+    tl.inc(1);
+    assert.equal(next.getStatus(), 1);
+    next.put();
+    assert.equal(liveObjects(), before);
+  });
+
   test('points of one timeline order with the 32-bit rule; points of two timelines cannot be compared', (t) => {
     const refs = new Refs(t);
     const [, pt] = timeline(refs);

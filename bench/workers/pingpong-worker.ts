@@ -2,18 +2,25 @@
  * The worker side of the fence ping-pong benchmarks (bench/fence.bench.ts).
  *
  * The main thread posts one `Start` (one variant per worker); the worker sets up, answers
- * `{ ev: 'ready' }` and then answers every round trip until the main thread sets
- * the STOP word and wakes it once more, then answers `{ ev: 'done', trips }`.
+ * `{ ev: 'ready', tid }` (tid: its kernel thread id, for pinning) and then answers
+ * every round trip until the main thread sets the STOP word and wakes it once
+ * more, then answers `{ ev: 'done', trips }`.
  * `{ cmd: 'exit' }` closes the port so the worker exits by itself.
  *
- * Every variant has the same shape: the waiter's next point/value exists before
- * the other side can signal it, so every wait is a real wait (never a fence born
- * signalled). Direction A is main → worker, direction B is worker → main.
+ * Every variant has the shape of the raw-Atomics baseline: a side that wakes
+ * signals the other side first and only then prepares its next wait (drops the
+ * point it waited for, creates the next one), as a user after the lowest latency
+ * orders it; the preparation then overlaps the other side's wake-up instead of
+ * delaying it. The other side needs a wake-up before it can signal back, so the
+ * next point nearly always exists in time; if not, it is born signalled and the
+ * wait returns at once, as a raw `Atomics.wait` returns at once when the value
+ * has already changed. Direction A is main → worker, direction B is worker → main.
  *
  * Imported by the main thread too, for the protocol's types, word indexes and the
  * raw-Atomics helpers; the message loop only starts inside a Worker.
  */
 import { isMainThread, parentPort, type MessagePort } from 'node:worker_threads';
+import { kernelTid } from '../affinity.js';
 import { SwSyncTimeline, setWaitSpin, type Packet } from 'dmabuf';
 import {
   close, ioctl, poll, POLLIN, receiveFds, SW_SYNC_IOC_CREATE_FENCE, SW_SYNC_IOC_INC, type FdPacket,
@@ -38,7 +45,7 @@ export type Start =
   | { cmd: 'start'; mode: 'port'; port: MessagePort }
   | { cmd: 'exit' };
 
-export type Reply = { ev: 'ready' } | { ev: 'done'; trips: number; error?: string };
+export type Reply = { ev: 'ready'; tid: number } | { ev: 'done'; trips: number; error?: string };
 
 /* ---- helpers both sides use ---- */
 
@@ -94,12 +101,13 @@ function uapiLoop(msg: Extract<Start, { mode: 'uapi' }>, ctl: Int32Array, ready:
     ready();
     for (;;) {
       pollIn(fd);
-      close(fd);
       if (Atomics.load(ctl, W_STOP)) break;
-      fd = createPoint(fa, ++v);
-      ioctl(fb, SW_SYNC_IOC_INC, 1);
+      ioctl(fb, SW_SYNC_IOC_INC, 1); // signal first, then prepare the next wait
       trips++;
+      close(fd);
+      fd = createPoint(fa, ++v);
     }
+    close(fd);
   } catch (e) {
     Atomics.store(ctl, W_ERROR, 1);
     ioctl(fb, SW_SYNC_IOC_INC, 0x7fffffff); // release the main thread's pending points
@@ -121,12 +129,13 @@ function driverLoop(msg: Extract<Start, { mode: 'driver' }>, ctl: Int32Array, re
     ready();
     for (;;) {
       f.waitTimeout(Infinity);
-      f.put();
       if (Atomics.load(ctl, W_STOP)) break;
-      f = tla.createFence(++v);
-      tlb.inc(1);
+      tlb.inc(1); // signal first, then prepare the next wait
       trips++;
+      f.put();
+      f = tla.createFence(++v);
     }
+    f.put();
   } catch (e) {
     Atomics.store(ctl, W_ERROR, 1);
     tlb.inc(0x7fffffff);
@@ -153,7 +162,7 @@ function atomicsLoop(spinUs: number, ctl: Int32Array, ready: () => void): number
 
 function start(msg: Exclude<Start, { cmd: 'exit' }>): void {
   const port = parentPort!;
-  const ready = (): void => port.postMessage({ ev: 'ready' } satisfies Reply);
+  const ready = (): void => port.postMessage({ ev: 'ready', tid: kernelTid() } satisfies Reply);
   if (msg.mode === 'port') {
     let trips = 0;
     msg.port.on('message', (v: number) => {
