@@ -38,7 +38,7 @@ import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, F_CTX_HI, F_CTX_LO, F_DEADLINE,
   F_DRIVER_NAME, F_ERROR, F_FKIND, F_FLAGS, F_SEQ_HI, F_SEQ_LO, F_SLEEPERS, F_STATE, F_TIMELINE_NAME, FenceKind,
   fenceKindOps, finishSignal, NAME_WORDS, NO_DEADLINE, publishSignal, recordDeadline, remainingMs, seqnoIsLater,
-  slotDone, slotTimestamp, STATE_PENDING, STATE_SIGNALED, STATE_SIGNALING, waitLeaf, waitLeafAsync,
+  slotDone, slotIsLaterOrSame, slotSameContext, slotTimestamp, STATE_PENDING, STATE_SIGNALED, STATE_SIGNALING, waitLeaf, waitLeafAsync,
 } from './dma-fence-slot.js';
 import { ERRNO, fail } from './errors.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
@@ -155,6 +155,9 @@ onCountLive((kind) => (kind === undefined || kind === Kind.Fence ? privateLive :
 
 /** `#slot` of a fence that is still private to its thread (no slot yet). */
 const PRIVATE_SLOT = -2;
+
+let sameContextImpl!: (a: DmaFence, b: DmaFence) => boolean;
+let laterOrSameImpl!: (a: DmaFence, b: DmaFence) => boolean;
 /** `#slot` of a view after its last put. */
 const DEAD_SLOT = -1;
 
@@ -188,6 +191,29 @@ export class DmaFence implements Disposable {
   #armScheduled = false;
   /** Driver ops: only on the view in the thread that created the fence. */
   #ops: DmaFenceOps | undefined;
+
+  static {
+    sameContextImpl = (a, b) => {
+      const pa = a.#slot === PRIVATE_SLOT;
+      const pb = b.#slot === PRIVATE_SLOT;
+      // Contexts are numbers or bigints: == compares their values across both types.
+      if (pa && pb) return a.#pCtx == b.#pCtx; // eslint-disable-line eqeqeq
+      if (!pa && !pb) return slotSameContext(W, a.#slot, b.#slot);
+      return a.context === b.context;
+    };
+    laterOrSameImpl = (a, b) => {
+      if (a === b) return true;
+      if (a.#slot >= 0 && b.#slot >= 0) return slotIsLaterOrSame(W, a.#slot, b.#slot);
+      const sa = a.#pSeq;
+      const sb = b.#pSeq;
+      if (a.#slot === PRIVATE_SLOT && b.#slot === PRIVATE_SLOT && typeof sa === 'number' && typeof sb === 'number'
+        && !(a.#pFlags & DMA_FENCE_FLAG_SEQNO64)) {
+        // 32-bit wrap-around on safe integers: the difference is exact, | 0 keeps its low 32 bits.
+        return ((sa - sb) | 0) > 0;
+      }
+      return seqnoIsLater(a.#seqWords(), b.#seqWords(), a.is64);
+    };
+  }
 
   /** @internal use `DmaFence.init`, `fenceFromSlot` or a container constructor. */
   constructor(key: symbol, slot: number) {
@@ -941,6 +967,19 @@ function checkWaitAny(fences: readonly DmaFence[], timeoutMs: number): void {
   if (fences.length === 0) throw fail('EINVAL', 'dma_fence_wait_any_timeout', 'no fences to wait for');
   for (const f of fences) if (!(f instanceof DmaFence)) throw new TypeError('waitAnyTimeout: not a DmaFence');
   checkTimeout(timeoutMs, 'dma_fence_wait_any_timeout');
+}
+
+/**
+ * @internal dma_fence context equality for the reservation object's slot-reuse
+ * rule, without making BigInts when both fences are in the same form.
+ */
+export function fenceSameContext(a: DmaFence, b: DmaFence): boolean {
+  return sameContextImpl(a, b);
+}
+
+/** @internal dma_fence_is_later_or_same of `a` over `b` (same context), in `a`'s seqno mode. */
+export function fenceIsLaterOrSame(a: DmaFence, b: DmaFence): boolean {
+  return laterOrSameImpl(a, b);
 }
 
 /* Driver fences and stubs are signalled explicitly: waiters sleep on their own state word. */

@@ -517,6 +517,15 @@ export interface WwLockOptions {
 
 const PRIVATE = Symbol('ww_mutex.private');
 const DEAD_SLOT = -1;
+/** `#slot` of a mutex still private to its thread (no words in the table yet). */
+const PRIVATE_SLOT = -2;
+/**
+ * Keys that stand for private mutexes in contexts' `held` sets (where shared ones
+ * use their first word): negative, and never -1 (`contending`'s "none").
+ */
+let nextPrivateKey = -2;
+
+let migrateImpl!: (m: WwMutex, slot: number, at: number) => void;
 
 /**
  * A ww-mutex: this thread's view of the mutex words in a shared slot. A mutex
@@ -524,19 +533,87 @@ const DEAD_SLOT = -1;
  * fences); one embedded in another object (`wwMutexAt`) lives as long as that
  * object and has no references of its own.
  *
+ * Private until shared (`wwMutexPrivate`, for objects that are private to their
+ * thread themselves): the mutex is two plain fields — held by this thread or not,
+ * and through which context — since no other thread can reach it. Taking it when
+ * free, unlocking and every inspection stay private. Anything that has to wait
+ * for it (another async task of this thread holds it) or to apply wait-die
+ * against its holder first asks its owner to move it into the table (the
+ * `share` callback, which calls `wwMutexMigrate`); the shared algorithm then
+ * decides. Same results either way.
+ *
  * Return values follow the kernel: 0, -EALREADY (114), -EDEADLK (35), -EINTR (4).
  */
 export class WwMutex implements Disposable {
   #slot: number;
-  readonly #at: number;
+  /** First word; for a private mutex its key in contexts' `held` sets. */
+  #at: number;
   readonly #embedded: boolean;
+  /* Private form (#slot === PRIVATE_SLOT). */
+  #pHeld = false;
+  #pCtx: WwAcquireCtx | null = null;
+  #share: (() => void) | null = null;
 
-  /** @internal use `WwMutex.create()`, `WwMutex.receive()` or `wwMutexAt()`. */
-  constructor(key: symbol, slot: number, at: number, embedded: boolean) {
+  static {
+    migrateImpl = (m, slot, at) => m.#migrate(slot, at);
+  }
+
+  /** @internal use `WwMutex.create()`, `WwMutex.receive()`, `wwMutexAt()` or `wwMutexPrivate()`. */
+  constructor(key: symbol, slot: number, at: number, embedded: boolean, share: (() => void) | null = null) {
     if (key !== PRIVATE) throw new TypeError('use WwMutex.create() to create a ww-mutex');
     this.#slot = slot;
     this.#at = at;
     this.#embedded = embedded;
+    this.#share = share;
+  }
+
+  /** Move a private mutex into the (zeroed) words at `at` of `slot`, keeping its holder and context. */
+  #migrate(slot: number, at: number): void {
+    if (this.#slot !== PRIVATE_SLOT) throw fail('EINVAL', 'ww_mutex', 'ww-mutex is already shared');
+    checkAt(at);
+    const key = this.#at;
+    if (this.#pHeld) {
+      const ctx = this.#pCtx;
+      Atomics.store(W.i32, at + WW_OWNER, takenValue(0, me));
+      holders.set(at, ctx);
+      if (ctx !== null) {
+        const s = stateOf(ctx);
+        s.held.delete(key);
+        s.held.add(at);
+        Atomics.store(W.i64, (at + WW_STAMP) >> 1, s.stamp);
+      }
+    }
+    this.#slot = slot;
+    this.#at = at;
+    this.#pHeld = false;
+    this.#pCtx = null;
+    this.#share = null;
+  }
+
+  get #private(): boolean {
+    return this.#slot === PRIVATE_SLOT;
+  }
+
+  /**
+   * Private form: take the mutex if it is free (true). If this thread holds it, a
+   * blocking call that would not die throws EDEADLK as the shared algorithm does;
+   * anything else moves the mutex into the table first (false: go the shared way).
+   */
+  #takePrivate(ctx: WwAcquireCtx | null, s: CtxState | null, blocking: boolean, syscall: string): boolean {
+    if (!this.#pHeld) {
+      this.#pHeld = true;
+      this.#pCtx = ctx;
+      if (s !== null) {
+        s.held.add(this.#at);
+        s.contending = -1;
+      }
+      return true;
+    }
+    const holder = this.#pCtx === null ? 0n : stateOf(this.#pCtx).stamp;
+    const dies = s !== null && s.held.size > 0 && holder !== 0n && holder < s.stamp;
+    if (blocking && !dies) throw fail('EDEADLK', syscall, 'this thread already holds this ww-mutex (recursive locking)');
+    this.#share!(); // contention within this thread: wait (async) or die on shared words
+    return false;
   }
 
   /** ww_mutex_init (reservation class): a new unlocked mutex in its own slot, held by this thread. */
@@ -569,15 +646,17 @@ export class WwMutex implements Disposable {
     return m;
   }
 
-  /** @internal the slot the mutex words live in. */
+  /** @internal the slot the mutex words live in (a private mutex is shared now). */
   get slot(): number {
     this.#check();
+    if (this.#private) this.#share!();
     return this.#slot;
   }
 
-  /** @internal word index of the mutex's first word. */
+  /** @internal word index of the mutex's first word (a private mutex is shared now). */
   get at(): number {
     this.#check();
+    if (this.#private) this.#share!();
     return this.#at;
   }
 
@@ -664,6 +743,7 @@ export class WwMutex implements Disposable {
       const r = checkLock(s, this.#at, syscall);
       if (r !== 0) return r;
     }
+    if (this.#private && this.#takePrivate(ctx, s, true, syscall)) return 0;
     return lockBlocking(W, this.#at, this.#op(ctx, s, true, syscall), signal);
   }
 
@@ -680,6 +760,7 @@ export class WwMutex implements Disposable {
       const r = checkLock(s, this.#at, 'ww_mutex_lock_interruptible');
       if (r !== 0) return r;
     }
+    if (this.#private && this.#takePrivate(ctx, s, false, 'ww_mutex_lock_interruptible')) return 0;
     return lockAsync(W, this.#at, this.#op(ctx, s, false, 'ww_mutex_lock_interruptible'), opts.signal);
   }
 
@@ -694,6 +775,7 @@ export class WwMutex implements Disposable {
     const s = ctxState(ctx, 'ww_mutex_lock_slow');
     if (s === null) throw new TypeError('ww_mutex_lock_slow: a context is required');
     checkLockSlow(s, this.#at, 'ww_mutex_lock_slow');
+    if (this.#private && this.#takePrivate(ctx, s, true, 'ww_mutex_lock_slow')) return;
     lockBlocking(W, this.#at, this.#op(ctx, s, true, 'ww_mutex_lock_slow'), undefined);
   }
 
@@ -706,6 +788,7 @@ export class WwMutex implements Disposable {
     const s = ctxState(ctx, 'ww_mutex_lock_slow_interruptible');
     if (s === null) throw new TypeError('ww_mutex_lock_slow_interruptible: a context is required');
     checkLockSlow(s, this.#at, 'ww_mutex_lock_slow_interruptible');
+    if (this.#private && this.#takePrivate(ctx, s, true, 'ww_mutex_lock_slow_interruptible')) return 0;
     return lockBlocking(W, this.#at, this.#op(ctx, s, true, 'ww_mutex_lock_slow_interruptible'), signal);
   }
 
@@ -719,12 +802,19 @@ export class WwMutex implements Disposable {
     const s = ctxState(ctx, 'ww_mutex_lock_slow_interruptible');
     if (s === null) throw new TypeError('ww_mutex_lock_slow_interruptible: a context is required');
     checkLockSlow(s, this.#at, 'ww_mutex_lock_slow_interruptible');
+    if (this.#private && this.#takePrivate(ctx, s, false, 'ww_mutex_lock_slow_interruptible')) return 0;
     return lockAsync(W, this.#at, this.#op(ctx, s, false, 'ww_mutex_lock_slow_interruptible'), opts.signal);
   }
 
   /** ww_mutex_trylock(lock, NULL) / dma_resv_trylock: true if taken. No context, never blocks. */
   trylock(): boolean {
     this.#check();
+    if (this.#private) {
+      if (this.#pHeld) return false;
+      this.#pHeld = true;
+      this.#pCtx = null;
+      return true;
+    }
     const i32 = W.i32;
     const o = this.#at + WW_OWNER;
     for (;;) {
@@ -743,6 +833,14 @@ export class WwMutex implements Disposable {
    */
   unlock(): void {
     this.#check();
+    if (this.#private) {
+      if (!this.#pHeld) throw fail('EPERM', 'ww_mutex_unlock', 'this thread does not hold this ww-mutex');
+      const ctx = this.#pCtx;
+      this.#pHeld = false;
+      this.#pCtx = null;
+      if (ctx !== null) stateOf(ctx).held.delete(this.#at);
+      return;
+    }
     const w = W;
     const at = this.#at;
     const o = at + WW_OWNER;
@@ -765,12 +863,14 @@ export class WwMutex implements Disposable {
   /** ww_mutex_is_locked / dma_resv_is_locked: held by any thread. */
   isLocked(): boolean {
     this.#check();
+    if (this.#private) return this.#pHeld;
     return (Atomics.load(W.i32, this.#at + WW_OWNER) & WW_OWNER_MASK) !== 0;
   }
 
   /** True if this thread holds it (with or without a context). */
   isHeldByMe(): boolean {
     this.#check();
+    if (this.#private) return this.#pHeld;
     return (Atomics.load(W.i32, this.#at + WW_OWNER) & WW_OWNER_MASK) === me;
   }
 
@@ -780,18 +880,21 @@ export class WwMutex implements Disposable {
    */
   lockingCtx(): WwAcquireCtx | null {
     if (!this.isHeldByMe()) return null;
+    if (this.#private) return this.#pCtx;
     return holders.get(this.#at) ?? null;
   }
 
   /** Stamp of the holding context (any thread); 0n if free or locked without one. */
   get holderStamp(): bigint {
     this.#check();
+    if (this.#private) return this.#pHeld && this.#pCtx !== null ? stateOf(this.#pCtx).stamp : 0n;
     return Atomics.load(W.i64, (this.#at + WW_STAMP) >> 1);
   }
 
   /** The previous owner died holding the lock; cleared by the unlock of whoever took it next. */
   get ownerDied(): boolean {
     this.#check();
+    if (this.#private) return false; // no other thread ever saw it, so none died holding it
     return (Atomics.load(W.i32, this.#at + WW_FLAGS) & WW_OWNER_DIED) !== 0;
   }
 
@@ -801,7 +904,7 @@ export class WwMutex implements Disposable {
    */
   assertHeld(ctx?: WwAcquireCtx): void {
     if (!this.isHeldByMe()) throw fail('EPERM', 'ww_mutex_assert_held', 'ww-mutex is not held by this thread');
-    if (ctx !== undefined && holders.get(this.#at) !== ctx) {
+    if (ctx !== undefined && (this.#private ? this.#pCtx : holders.get(this.#at)) !== ctx) {
       throw fail('EPERM', 'ww_mutex_assert_held', 'ww-mutex is not held through this acquire context');
     }
   }
@@ -821,4 +924,24 @@ export function wwMutexAt(slot: number, at: number): WwMutex {
     throw fail('EINVAL', 'ww_mutex', `word ${at} is not inside the data of slot ${slot}`);
   }
   return new WwMutex(PRIVATE, slot, at, true);
+}
+
+/**
+ * @internal A new, free ww-mutex private to this thread, for an object that is
+ * private itself and embeds it (DmaResv). `share` is called when the mutex must
+ * become shared: it must allocate the object's slot and call `wwMutexMigrate`.
+ * No references of its own, as `wwMutexAt`.
+ */
+export function wwMutexPrivate(share: () => void): WwMutex {
+  return new WwMutex(PRIVATE, PRIVATE_SLOT, nextPrivateKey--, true, share);
+}
+
+/**
+ * @internal Move private mutex `m` (`wwMutexPrivate`) into the words at
+ * `at` (even, zeroed) of `slot`, which its owner just allocated: the same mutex
+ * from now on, shared, still held by this thread through the same context if it
+ * was. @throws EINVAL if `m` is already shared.
+ */
+export function wwMutexMigrate(m: WwMutex, slot: number, at: number): void {
+  migrateImpl(m, slot, at);
 }
