@@ -119,7 +119,8 @@ const PRIVATE = Symbol('dma_fence.private');
 /** Validate a u64 argument; numbers stay numbers (no BigInt on the hot path). */
 function checkU64(v: number | bigint, what: string, syscall: string): number | bigint {
   if (typeof v === 'bigint') {
-    if (v < 0n || v > 0xffffffffffffffffn) throw fail('EINVAL', syscall, `${what} ${v} is not a u64`);
+    // One truncation and one compare: a third of the cost of two range compares.
+    if (BigInt.asUintN(64, v) !== v) throw fail('EINVAL', syscall, `${what} ${v} is not a u64`);
     return v;
   }
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
@@ -156,8 +157,10 @@ onCountLive((kind) => (kind === undefined || kind === Kind.Fence ? privateLive :
 /** `#slot` of a fence that is still private to its thread (no slot yet). */
 const PRIVATE_SLOT = -2;
 
-let sameContextImpl!: (a: DmaFence, b: DmaFence) => boolean;
-let laterOrSameImpl!: (a: DmaFence, b: DmaFence) => boolean;
+/** The ops object of the last `DmaFence.init` (its names are known). */
+let lastInitOps: DmaFenceOps | undefined;
+
+let supersedesImpl!: (a: DmaFence, b: DmaFence) => boolean;
 /** `#slot` of a view after its last put. */
 const DEAD_SLOT = -1;
 
@@ -193,26 +196,30 @@ export class DmaFence implements Disposable {
   #ops: DmaFenceOps | undefined;
 
   static {
-    sameContextImpl = (a, b) => {
-      const pa = a.#slot === PRIVATE_SLOT;
-      const pb = b.#slot === PRIVATE_SLOT;
-      // Contexts are numbers or bigints: == compares their values across both types.
-      if (pa && pb) return a.#pCtx == b.#pCtx; // eslint-disable-line eqeqeq
-      if (!pa && !pb) return slotSameContext(W, a.#slot, b.#slot);
-      return a.context === b.context;
-    };
-    laterOrSameImpl = (a, b) => {
-      if (a === b) return true;
-      if (a.#slot >= 0 && b.#slot >= 0) return slotIsLaterOrSame(W, a.#slot, b.#slot);
-      const sa = a.#pSeq;
-      const sb = b.#pSeq;
-      if (a.#slot === PRIVATE_SLOT && b.#slot === PRIVATE_SLOT && typeof sa === 'number' && typeof sb === 'number'
-        && !(a.#pFlags & DMA_FENCE_FLAG_SEQNO64)) {
-        // 32-bit wrap-around on safe integers: the difference is exact, | 0 keeps its low 32 bits.
-        return ((sa - sb) | 0) > 0;
-      }
-      return seqnoIsLater(a.#seqWords(), b.#seqWords(), a.is64);
-    };
+    // Small, with the two-private-fences case first: the reservation object's add path inlines it.
+    // Contexts are numbers or bigints: == compares their values across both types.
+    supersedesImpl = (a, b) => (a.#slot === PRIVATE_SLOT && b.#slot === PRIVATE_SLOT
+      ? a.#pCtx == b.#pCtx && (a === b || a.#laterPrivate(b)) // eslint-disable-line eqeqeq
+      : a.#supersedesSlow(b));
+  }
+
+  /** dma_fence_is_later of two private fences of one context, in this fence's seqno mode. */
+  #laterPrivate(other: DmaFence): boolean {
+    const sa = this.#pSeq;
+    const sb = other.#pSeq;
+    if (typeof sa === 'number' && typeof sb === 'number' && !(this.#pFlags & DMA_FENCE_FLAG_SEQNO64)) {
+      // 32-bit wrap-around on safe integers: the difference is exact, | 0 keeps its low 32 bits.
+      return ((sa - sb) | 0) > 0;
+    }
+    return seqnoIsLater(this.#seqWords(), other.#seqWords(), this.is64);
+  }
+
+  #supersedesSlow(old: DmaFence): boolean {
+    if (this.#slot >= 0 && old.#slot >= 0) {
+      return slotSameContext(W, this.#slot, old.#slot) && slotIsLaterOrSame(W, this.#slot, old.#slot);
+    }
+    return this.context === old.context
+      && (this === old || seqnoIsLater(this.#seqWords(), old.#seqWords(), this.is64));
   }
 
   /** @internal use `DmaFence.init`, `fenceFromSlot` or a container constructor. */
@@ -252,7 +259,10 @@ export class DmaFence implements Disposable {
     const ctx = checkU64(context, 'context', 'dma_fence_init');
     const seq = checkU64(seqno, 'seqno', 'dma_fence_init');
     if (!W) world();
-    opsNames(ops); // ask for the names now, as dma_fence_init's BUG_ON checks would
+    if (ops !== lastInitOps) {
+      opsNames(ops); // ask for the names now, as dma_fence_init's BUG_ON checks would
+      lastInitOps = ops; // most drivers init with one ops object: skip the WeakMap lookup next time
+    }
     const f = new DmaFence(PRIVATE, PRIVATE_SLOT);
     privateLive++;
     f.#ops = ops;
@@ -375,7 +385,7 @@ export class DmaFence implements Disposable {
 
   /** @internal which implementation this fence belongs to. */
   get kind(): FenceKind {
-    return this.#private ? FenceKind.Driver : W.i32[this.#b + F_FKIND] as FenceKind;
+    return this.#slot === PRIVATE_SLOT ? FenceKind.Driver : W.i32[this.#b + F_FKIND] as FenceKind;
   }
 
   /** True if the fence compares seqnos as 64-bit numbers. */
@@ -387,9 +397,13 @@ export class DmaFence implements Disposable {
 
   /** dma_fence_get: one more reference of this thread. Returns this same object. */
   get(): this {
-    this.#check();
-    if (this.#private) this.#pRefs++;
-    else hold(W, this.#slot);
+    // Hot paths (get, put, isSignaled) keep the private case first and small, so the
+    // JIT can inline them into their callers within its inlining budget.
+    if (this.#slot === PRIVATE_SLOT) this.#pRefs++;
+    else {
+      this.#check();
+      hold(W, this.#slot);
+    }
     return this;
   }
 
@@ -400,6 +414,15 @@ export class DmaFence implements Disposable {
    * (the kernel's "released with pending signals").
    */
   put(): void {
+    if (this.#slot === PRIVATE_SLOT && this.#cbs === null) {
+      if (this.#pRefs > 1) this.#pRefs--;
+      else this.#dropRef();
+      return;
+    }
+    this.#putSlow();
+  }
+
+  #putSlow(): void {
     this.#check();
     const slot = this.#slot;
     if (this.#cbs !== null && this.#isSignaledFlag()) this.runCallbacks();
@@ -593,6 +616,14 @@ export class DmaFence implements Disposable {
 
   /** dma_fence_is_signaled: peeks the implementation, signalling if it says done. Does not enable signalling. */
   isSignaled(): boolean {
+    if (this.#slot === PRIVATE_SLOT && this.#cbs === null && this.#pState !== STATE_SIGNALED
+      && this.#ops?.signaled === undefined) {
+      return false; // pending, and no driver op to peek
+    }
+    return this.#isSignaledSlow();
+  }
+
+  #isSignaledSlow(): boolean {
     if (this.#isSignaledFlag()) {
       if (this.#cbs !== null) this.runCallbacks(); // signalled in another thread: deliver now
       return true;
@@ -970,16 +1001,12 @@ function checkWaitAny(fences: readonly DmaFence[], timeoutMs: number): void {
 }
 
 /**
- * @internal dma_fence context equality for the reservation object's slot-reuse
- * rule, without making BigInts when both fences are in the same form.
+ * @internal The fence part of the reservation object's slot-reuse rule: `a` and
+ * `b` share a context and `a` is later than or the same as `b` (dma_fence_is_later_or_same,
+ * in `a`'s seqno mode). Makes no BigInts when both fences are in the same form.
  */
-export function fenceSameContext(a: DmaFence, b: DmaFence): boolean {
-  return sameContextImpl(a, b);
-}
-
-/** @internal dma_fence_is_later_or_same of `a` over `b` (same context), in `a`'s seqno mode. */
-export function fenceIsLaterOrSame(a: DmaFence, b: DmaFence): boolean {
-  return laterOrSameImpl(a, b);
+export function fenceSupersedes(a: DmaFence, b: DmaFence): boolean {
+  return supersedesImpl(a, b);
 }
 
 /* Driver fences and stubs are signalled explicitly: waiters sleep on their own state word. */

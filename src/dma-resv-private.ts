@@ -17,7 +17,7 @@
  * walk restarting when the array is replaced. What cannot differ is by
  * construction: only this thread's JS runs between two steps of a walk.
  */
-import { type DmaFence, fenceIsLaterOrSame, fenceSameContext } from './dma-fence.js';
+import { type DmaFence, fenceSupersedes } from './dma-fence.js';
 import type { World } from './shared/world.js';
 import type { DmaResvUnlockedEntry, DmaResvUsage } from './dma-resv.js';
 import { chunked, fillResvSlot, growTo, noSlotReserved, type ResvFences } from './dma-resv-slot.js';
@@ -134,19 +134,22 @@ export class PrivateFences implements ResvFences {
     const fences = this.#fences;
     for (let i = 0; i < fences.length; i++) {
       const old = fences[i]!;
-      if ((this.#usages[i]! >= usage && fenceSameContext(fence, old) && fenceIsLaterOrSame(fence, old))
-        || old.isSignaled()) {
+      if ((this.#usages[i]! >= usage && fenceSupersedes(fence, old)) || old.isSignaled()) {
         fences[i] = fence;
         this.#usages[i] = usage;
         old.put();
         return;
       }
     }
-    if (fences.length >= this.#limit) {
+    this.#append(fence, usage);
+  }
+
+  #append(fence: DmaFence, usage: DmaResvUsage): void {
+    if (this.#fences.length >= this.#limit) {
       fence.put();
       throw noSlotReserved();
     }
-    fences.push(fence);
+    this.#fences.push(fence);
     this.#usages.push(usage);
   }
 

@@ -57,11 +57,17 @@ export function dmaResvUsageRw(write: boolean): DmaResvUsage {
   return write ? DMA_RESV_USAGE_READ : DMA_RESV_USAGE_WRITE;
 }
 
-function checkUsage(usage: unknown, syscall: string): DmaResvUsage {
-  if (usage !== 0 && usage !== 1 && usage !== 2 && usage !== 3) {
-    throw fail('EINVAL', syscall, `usage ${String(usage)} is not KERNEL, WRITE, READ or BOOKKEEP`);
-  }
-  return usage;
+function checkUsage(usage: unknown, syscall: string): void {
+  // 0..3 exactly (-0 too, as `=== 0` accepts it); small, so hot paths can inline it.
+  if (typeof usage !== 'number' || usage !== (usage & 3)) throw badUsage(usage, syscall);
+}
+
+function badUsage(usage: unknown, syscall: string): Error {
+  return fail('EINVAL', syscall, `usage ${String(usage)} is not KERNEL, WRITE, READ or BOOKKEEP`);
+}
+
+function notHeld(syscall: string): Error {
+  return fail('EPERM', syscall, 'reservation lock not held');
 }
 
 /** Reservation objects of this thread still in private form: counted by liveObjects() like slots. */
@@ -74,6 +80,8 @@ const PRIVATE_SLOT = -2;
 const DEAD_SLOT = -1;
 
 let fencesOf!: (resv: DmaResv) => ResvFences;
+/** `fencesOf` without the put() check, for guards (a handle cannot be put while its guard is live). */
+let heldFencesOf!: (resv: DmaResv) => ResvFences;
 
 let guardDone!: (resv: DmaResv) => void;
 
@@ -102,6 +110,7 @@ export class DmaResv implements Disposable {
       resv.#check();
       return resv.#fences;
     };
+    heldFencesOf = (resv) => resv.#fences;
     guardDone = (resv) => {
       resv.#guard = undefined;
     };
@@ -390,8 +399,8 @@ export class DmaResvLocked implements Disposable {
 
   /** The object's fences, in its current form, once the lock is known to be held. */
   #held(syscall: string): ResvFences {
-    if (!this.#live || !this.#ww.isHeldByMe()) throw fail('EPERM', syscall, 'reservation lock not held');
-    return fencesOf(this.resv);
+    if (!this.#live || !this.#ww.isHeldByMe()) throw notHeld(syscall);
+    return heldFencesOf(this.resv);
   }
 
   /** dma_resv_unlock: also ends any reservation (the debug clamp, always on). */

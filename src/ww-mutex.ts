@@ -869,8 +869,12 @@ export class WwMutex implements Disposable {
 
   /** True if this thread holds it (with or without a context). */
   isHeldByMe(): boolean {
+    // Small, private case first: every guard operation asks (the JIT inlines it).
+    return this.#slot === PRIVATE_SLOT ? this.#pHeld : this.#isHeldShared();
+  }
+
+  #isHeldShared(): boolean {
     this.#check();
-    if (this.#private) return this.#pHeld;
     return (Atomics.load(W.i32, this.#at + WW_OWNER) & WW_OWNER_MASK) === me;
   }
 
