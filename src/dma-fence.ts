@@ -154,6 +154,16 @@ export interface WaitAnyResult {
 let privateLive = 0;
 onCountLive((kind) => (kind === undefined || kind === Kind.Fence ? privateLive : 0));
 
+/* `#bits` of a view. */
+/** This view's cross-thread callback delivery is armed (a waitAsync on the state word is pending). */
+const ARMED = 1;
+/** The fence kind's `enable` ran for this thread. */
+const ENABLED_HERE = 2;
+/** The last put() waits for this thread's callbacks to run. */
+const PUT_AFTER_CALLBACKS = 4;
+/** `armIfPending` is queued for the end of this job. */
+const ARM_SCHEDULED = 8;
+
 /** `#slot` of a fence that is still private to its thread (no slot yet). */
 const PRIVATE_SLOT = -2;
 
@@ -188,10 +198,8 @@ export class DmaFence implements Disposable {
   #pDeadline: bigint | undefined;
   #pRefs = 0;
   #cbs: DmaFenceFunc[] | null = null;
-  #armed = false;
-  #enabledHere = false;
-  #putAfterCallbacks = false;
-  #armScheduled = false;
+  /** ARMED | ENABLED_HERE | PUT_AFTER_CALLBACKS | ARM_SCHEDULED (one field: every fence allocates them). */
+  #bits = 0;
   /** Driver ops: only on the view in the thread that created the fence. */
   #ops: DmaFenceOps | undefined;
 
@@ -293,8 +301,8 @@ export class DmaFence implements Disposable {
     this.#b = b;
     wrappers[slot] = this;
     privateLive--;
-    if (this.#cbs !== null && this.#cbs.length > 0 && this.#pState !== STATE_SIGNALED && !this.#armScheduled) {
-      this.#armScheduled = true; // callbacks queued while private now need cross-thread delivery
+    if (this.#cbs !== null && this.#cbs.length > 0 && this.#pState !== STATE_SIGNALED && !(this.#bits & ARM_SCHEDULED)) {
+      this.#bits |= ARM_SCHEDULED; // callbacks queued while private now need cross-thread delivery
       if (toArm.push(this) === 1) queueMicrotask(armPending);
     }
   }
@@ -435,7 +443,7 @@ export class DmaFence implements Disposable {
         this.#signal(ktimeNowNs());
       } else {
         // Others hold it: keep this thread's reference until the callbacks have run.
-        this.#putAfterCallbacks = true;
+        this.#bits |= PUT_AFTER_CALLBACKS;
         return;
       }
     }
@@ -594,8 +602,8 @@ export class DmaFence implements Disposable {
   }
 
   #settleDeferredPut(): void {
-    if (!this.#putAfterCallbacks || (this.#cbs && this.#cbs.length > 0)) return;
-    this.#putAfterCallbacks = false;
+    if (!(this.#bits & PUT_AFTER_CALLBACKS) || (this.#cbs && this.#cbs.length > 0)) return;
+    this.#bits &= ~PUT_AFTER_CALLBACKS;
     this.#dropRef();
   }
 
@@ -693,8 +701,8 @@ export class DmaFence implements Disposable {
     let keep = true;
     if (kind === FenceKind.Driver) {
       if (first && this.#ops?.enableSignaling) keep = this.#ops.enableSignaling(this);
-    } else if (!this.#enabledHere) {
-      this.#enabledHere = true;
+    } else if (!(this.#bits & ENABLED_HERE)) {
+      this.#bits |= ENABLED_HERE;
       const ko = fenceKindOps(kind);
       if (ko?.enable) keep = ko.enable(this);
     }
@@ -713,9 +721,9 @@ export class DmaFence implements Disposable {
     if (this.#isSignaledFlag()) return -ERRNO.ENOENT;
     if (!this.#enable()) return -ERRNO.ENOENT;
     (this.#cbs ??= []).push(func);
-    if (!this.#private && !this.#armed && !this.#armScheduled) {
+    if (!this.#private && !(this.#bits & (ARMED | ARM_SCHEDULED))) {
       // Only a fence still pending when this job ends needs a wake-up from another thread.
-      this.#armScheduled = true;
+      this.#bits |= ARM_SCHEDULED;
       if (toArm.push(this) === 1) queueMicrotask(armPending);
     }
     return 0;
@@ -734,13 +742,13 @@ export class DmaFence implements Disposable {
 
   /** @internal end of job: arm delivery if callbacks are still queued on a pending fence. */
   armIfPending(): void {
-    this.#armScheduled = false;
+    this.#bits &= ~ARM_SCHEDULED;
     if (this.#slot >= 0 && this.#cbs !== null && this.#cbs.length > 0) this.#armRemote();
   }
 
   /** Deliver this thread's callbacks when another thread signals. */
   #armRemote(): void {
-    if (this.#armed) return;
+    if (this.#bits & ARMED) return;
     const i32 = W.i32;
     const b = this.#b;
     const state = Atomics.load(i32, b + F_STATE);
@@ -748,14 +756,14 @@ export class DmaFence implements Disposable {
       queueMicrotask(() => this.runCallbacks());
       return;
     }
-    this.#armed = true;
+    this.#bits |= ARMED;
     const gen = slotGen(W, this.#slot);
     const slot = this.#slot;
     Atomics.add(i32, b + F_SLEEPERS, 1);
     const r = Atomics.waitAsync(i32, b + F_STATE, state);
     const settle = (): void => {
       Atomics.sub(i32, b + F_SLEEPERS, 1);
-      this.#armed = false;
+      this.#bits &= ~ARMED;
       if (this.#slot !== slot || slotGen(W, slot) !== gen) return;
       if (Atomics.load(i32, b + F_STATE) === STATE_SIGNALED) this.runCallbacks();
       else if (this.#cbs && this.#cbs.length > 0) this.#armRemote();
