@@ -393,7 +393,11 @@ export class DmaFence implements Disposable {
 
   /** @internal which implementation this fence belongs to. */
   get kind(): FenceKind {
-    return this.#slot === PRIVATE_SLOT ? FenceKind.Driver : W.i32[this.#b + F_FKIND] as FenceKind;
+    return this.#slot === PRIVATE_SLOT ? FenceKind.Driver : this.#slotKind();
+  }
+
+  #slotKind(): FenceKind {
+    return W.i32[this.#b + F_FKIND] as FenceKind;
   }
 
   /** True if the fence compares seqnos as 64-bit numbers. */
@@ -424,7 +428,7 @@ export class DmaFence implements Disposable {
   put(): void {
     if (this.#slot === PRIVATE_SLOT && this.#cbs === null) {
       if (this.#pRefs > 1) this.#pRefs--;
-      else this.#dropRef();
+      else this.#freePrivate();
       return;
     }
     this.#putSlow();
@@ -453,12 +457,8 @@ export class DmaFence implements Disposable {
   #dropRef(): void {
     const slot = this.#slot;
     if (slot === PRIVATE_SLOT) {
-      if (--this.#pRefs > 0) return;
-      privateLive--;
-      const ops = this.#ops;
-      this.#ops = undefined;
-      this.#slot = DEAD_SLOT;
-      ops?.release?.(this);
+      if (this.#pRefs > 1) this.#pRefs--;
+      else this.#freePrivate();
       return;
     }
     if (localHolds(slot) === 1) {
@@ -469,6 +469,16 @@ export class DmaFence implements Disposable {
       ops?.release?.(this);
     }
     unhold(W, slot);
+  }
+
+  /** The last reference of a private fence is gone: nobody else ever saw it. */
+  #freePrivate(): void {
+    this.#pRefs = 0;
+    privateLive--;
+    const ops = this.#ops;
+    this.#ops = undefined;
+    this.#slot = DEAD_SLOT;
+    ops?.release?.(this);
   }
 
   [Symbol.dispose](): void {
