@@ -83,7 +83,7 @@ export function fenceFromSlot(slot: number): DmaFence {
     return f;
   }
   hold(w, slot);
-  f = new DmaFence(PRIVATE, slot);
+  f = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
   wrappers[slot] = f;
   return f;
 }
@@ -92,7 +92,7 @@ export function fenceFromSlot(slot: number): DmaFence {
 function viewOfHeld(slot: number): DmaFence {
   let f = wrappers[slot];
   if (!f) {
-    f = new DmaFence(PRIVATE, slot);
+    f = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
     wrappers[slot] = f;
   }
   return f;
@@ -104,7 +104,7 @@ export function fenceAdoptSlot(slot: number): DmaFence {
   const f = wrappers[slot];
   adoptAsHold(w, slot);
   if (f) return f;
-  const nf = new DmaFence(PRIVATE, slot);
+  const nf = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
   wrappers[slot] = nf;
   return nf;
 }
@@ -127,6 +127,33 @@ function checkU64(v: number | bigint, what: string, syscall: string): number | b
     throw new TypeError(`${syscall}: ${what} must be a non-negative integer or bigint`);
   }
   return v;
+}
+
+/** Check `ops` for `DmaFence.init` (names required, asked now, as dma_fence_init's BUG_ON checks would). */
+function initOps(ops: DmaFenceOps): void {
+  if (typeof ops !== 'object' || ops === null || typeof ops.getDriverName !== 'function'
+    || typeof ops.getTimelineName !== 'function') {
+    throw new TypeError('dma_fence_init: ops must provide getDriverName() and getTimelineName()');
+  }
+  if (!W) world();
+  opsNames(ops);
+  lastInitOps = ops;
+}
+
+/**
+ * The last bigint context `DmaFence.init` was given and its validated value, a
+ * number when it fits (drivers init every fence of a timeline with one context:
+ * one bigint compare per init instead of a range check, and number compares after).
+ */
+let lastInitCtx: bigint | symbol = Symbol('none'); // matches no argument until a bigint was seen
+let lastInitCtxValue: number | bigint = 0;
+
+function initContext(context: number | bigint): number | bigint {
+  const ctx = checkU64(context, 'context', 'dma_fence_init');
+  if (typeof ctx !== 'bigint') return ctx;
+  lastInitCtx = ctx;
+  lastInitCtxValue = asNumberIfSafe(ctx);
+  return lastInitCtxValue;
 }
 
 function asNumberIfSafe(v: number | bigint): number | bigint {
@@ -187,16 +214,15 @@ const DEAD_SLOT = -1;
  */
 export class DmaFence implements Disposable {
   #slot: number;
-  #b: number;
   /* Private form (#slot === PRIVATE_SLOT). */
   #pState = STATE_PENDING;
   #pError = 0;
-  #pFlags = 0;
-  #pCtx: number | bigint = 0;
-  #pSeq: number | bigint = 0;
+  #pFlags: number;
+  #pCtx: number | bigint;
+  #pSeq: number | bigint;
   #pTs: number | bigint = 0;
   #pDeadline: bigint | undefined;
-  #pRefs = 0;
+  #pRefs: number;
   #cbs: DmaFenceFunc[] | null = null;
   /** ARMED | ENABLED_HERE | PUT_AFTER_CALLBACKS | ARM_SCHEDULED (one field: every fence allocates them). */
   #bits = 0;
@@ -231,10 +257,16 @@ export class DmaFence implements Disposable {
   }
 
   /** @internal use `DmaFence.init`, `fenceFromSlot` or a container constructor. */
-  constructor(key: symbol, slot: number) {
+  constructor(
+    key: symbol, slot: number, ops: DmaFenceOps | undefined, ctx: number | bigint, seq: number | bigint, flags: number,
+  ) {
     if (key !== PRIVATE) throw new TypeError('use DmaFence.init() to create a fence');
     this.#slot = slot;
-    this.#b = slot >= 0 ? W.base(slot) : 0;
+    this.#ops = ops;
+    this.#pCtx = ctx;
+    this.#pSeq = seq;
+    this.#pFlags = flags;
+    this.#pRefs = slot === PRIVATE_SLOT ? 1 : 0;
   }
 
   /* ---- creation ---- */
@@ -251,33 +283,19 @@ export class DmaFence implements Disposable {
 
   /** dma_fence_init: a pending fence with 32-bit seqno ordering. @throws TypeError on missing name ops. */
   static init(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint): DmaFence {
-    return DmaFence.#initDriver(ops, context, seqno, false);
+    // Kept short (the JIT inlines it into callers): the checks of an ops object and of a
+    // context run once per new one (drivers init a timeline's fences with one of each).
+    if (ops !== lastInitOps) initOps(ops);
+    const ctx = context === lastInitCtx ? lastInitCtxValue : initContext(context);
+    const seq = typeof seqno === 'number' && seqno >>> 0 === seqno ? seqno : checkU64(seqno, 'seqno', 'dma_fence_init');
+    privateLive++;
+    return new DmaFence(PRIVATE, PRIVATE_SLOT, ops, ctx, seq, 0);
   }
 
   /** dma_fence_init64: same with 64-bit seqno ordering. */
   static init64(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint): DmaFence {
-    return DmaFence.#initDriver(ops, context, seqno, true);
-  }
-
-  static #initDriver(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint, is64: boolean): DmaFence {
-    if (typeof ops !== 'object' || ops === null || typeof ops.getDriverName !== 'function'
-      || typeof ops.getTimelineName !== 'function') {
-      throw new TypeError('dma_fence_init: ops must provide getDriverName() and getTimelineName()');
-    }
-    const ctx = checkU64(context, 'context', 'dma_fence_init');
-    const seq = checkU64(seqno, 'seqno', 'dma_fence_init');
-    if (!W) world();
-    if (ops !== lastInitOps) {
-      opsNames(ops); // ask for the names now, as dma_fence_init's BUG_ON checks would
-      lastInitOps = ops; // most drivers init with one ops object: skip the WeakMap lookup next time
-    }
-    const f = new DmaFence(PRIVATE, PRIVATE_SLOT);
-    privateLive++;
-    f.#ops = ops;
-    f.#pCtx = ctx;
-    f.#pSeq = seq;
-    f.#pFlags = is64 ? DMA_FENCE_FLAG_SEQNO64 : 0;
-    f.#pRefs = 1;
+    const f = DmaFence.init(ops, context, seqno);
+    f.#pFlags = DMA_FENCE_FLAG_SEQNO64;
     return f;
   }
 
@@ -298,7 +316,6 @@ export class DmaFence implements Disposable {
     adoptAsHold(W, slot);
     for (let i = 1; i < this.#pRefs; i++) hold(W, slot);
     this.#slot = slot;
-    this.#b = b;
     wrappers[slot] = this;
     privateLive--;
     if (this.#cbs !== null && this.#cbs.length > 0 && this.#pState !== STATE_SIGNALED && !(this.#bits & ARM_SCHEDULED)) {
@@ -394,6 +411,11 @@ export class DmaFence implements Disposable {
   /** @internal which implementation this fence belongs to. */
   get kind(): FenceKind {
     return this.#slot === PRIVATE_SLOT ? FenceKind.Driver : this.#slotKind();
+  }
+
+  /** First word of the slot (shared form): computed, one field less on every fence. */
+  get #b(): number {
+    return W.base(this.#slot);
   }
 
   #slotKind(): FenceKind {
