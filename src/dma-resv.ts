@@ -66,6 +66,13 @@ function badUsage(usage: unknown, syscall: string): Error {
   return fail('EINVAL', syscall, `usage ${String(usage)} is not KERNEL, WRITE, READ or BOOKKEEP`);
 }
 
+/** The error of an addFence whose arguments failed the fast check. */
+function addFenceError(fence: unknown, usage: unknown): Error {
+  if (!(fence instanceof DmaFence)) return new TypeError('dma_resv_add_fence: not a DmaFence');
+  if (typeof usage !== 'number' || usage !== (usage & 3)) return badUsage(usage, 'dma_resv_add_fence');
+  return fail('EINVAL', 'dma_resv_add_fence', 'containers cannot be added; unwrap them first');
+}
+
 function notHeld(syscall: string): Error {
   return fail('EPERM', syscall, 'reservation lock not held');
 }
@@ -433,9 +440,10 @@ export class DmaResvLocked implements Disposable {
    */
   addFence(fence: DmaFence, usage: DmaResvUsage): void {
     const fences = this.#held('dma_resv_add_fence');
-    if (!(fence instanceof DmaFence)) throw new TypeError('dma_resv_add_fence: not a DmaFence');
-    checkUsage(usage, 'dma_resv_add_fence');
-    if (isContainer(fence)) throw fail('EINVAL', 'dma_resv_add_fence', 'containers cannot be added; unwrap them first');
+    // One condition, one throw site: the add path stays small enough for the JIT to inline.
+    if (!(fence instanceof DmaFence) || typeof usage !== 'number' || usage !== (usage & 3) || isContainer(fence)) {
+      throw addFenceError(fence, usage);
+    }
     fences.add(fence, usage);
   }
 
