@@ -97,15 +97,15 @@ export class PrivateFences implements ResvFences {
   }
 
   reserve(n: number): void {
-    const num = this.#fences.length;
-    if (this.#max - num < n) this.#grow(growTo(num, this.#max, n));
+    if (this.#max - this.#fences.length < n) this.#grow(n);
     const limit = this.#fences.length + n;
     if (limit > this.#limit) this.#limit = limit;
   }
 
-  /** The reallocation of the shared form: keep the unsignalled fences in order, drop the signalled ones. */
-  #grow(capacity: number): void {
+  /** The reallocation of the shared form for `n` more: keep the unsignalled fences in order, drop the signalled ones. */
+  #grow(n: number): void {
     const fences = this.#fences;
+    const capacity = growTo(fences.length, this.#max, n);
     const usages = this.#usages;
     const dropped: DmaFence[] = [];
     const keptF: DmaFence[] = [];

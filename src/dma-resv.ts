@@ -73,6 +73,10 @@ function addFenceError(fence: unknown, usage: unknown): Error {
   return fail('EINVAL', 'dma_resv_add_fence', 'containers cannot be added; unwrap them first');
 }
 
+function badReserve(n: unknown): Error {
+  return fail('EINVAL', 'dma_resv_reserve_fences', `cannot reserve ${String(n)} fences`);
+}
+
 function notHeld(syscall: string): Error {
   return fail('EPERM', syscall, 'reservation lock not held');
 }
@@ -184,7 +188,8 @@ export class DmaResv implements Disposable {
   }
 
   #check(): void {
-    if (this.#slot === DEAD_SLOT) throw fail('EINVAL', 'dma_resv', 'reservation object used after put()');
+    // -1: DEAD_SLOT, a literal on this hot path (a module constant costs a TDZ check in bytecode).
+    if (this.#slot === -1) throw fail('EINVAL', 'dma_resv', 'reservation object used after put()');
   }
 
   /** A token carrying one reference to this object to another thread. */
@@ -428,7 +433,7 @@ export class DmaResvLocked implements Disposable {
    */
   reserveFences(n: number): void {
     const fences = this.#held('dma_resv_reserve_fences');
-    if (!Number.isSafeInteger(n) || n < 1) throw fail('EINVAL', 'dma_resv_reserve_fences', `cannot reserve ${n} fences`);
+    if (!Number.isSafeInteger(n) || n < 1) throw badReserve(n);
     fences.reserve(n);
   }
 

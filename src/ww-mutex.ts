@@ -424,7 +424,7 @@ export class WwMutex implements Disposable {
   /** True if this thread holds it (with or without a context). */
   isHeldByMe(): boolean {
     // Small, private case first: every guard operation asks (the JIT inlines it).
-    return this.#slot === PRIVATE_SLOT ? this.#pHeld : this.#isHeldShared();
+    return this.#slot === -2 ? this.#pHeld : this.#isHeldShared(); // -2: PRIVATE_SLOT (a literal: no TDZ check)
   }
 
   #isHeldShared(): boolean {
