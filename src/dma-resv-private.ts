@@ -33,7 +33,7 @@ export class PrivateFences implements ResvFences {
   #limit = 0;
   /** Bumped whenever the array is replaced (a reallocation, a copy, the move into the table). */
   #seq = 0;
-  /** Moved into the table: this store is empty and walks must continue on the shared form. */
+  /** Moved into the table, or finished by put(): empty from now on; a walk in progress ends its pass. */
   #moved = false;
 
   get count(): number {
