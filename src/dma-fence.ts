@@ -38,7 +38,7 @@ import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, F_CTX_HI, F_CTX_LO, F_DEADLINE,
   F_DRIVER_NAME, F_ERROR, F_FKIND, F_FLAGS, F_SEQ_HI, F_SEQ_LO, F_SLEEPERS, F_STATE, F_TIMELINE_NAME, FenceKind,
   fenceKindOps, finishSignal, NAME_WORDS, NO_DEADLINE, publishSignal, recordDeadline, remainingMs, seqnoIsLater,
-  slotDone, slotTimestamp, STATE_PENDING, STATE_SIGNALED, STATE_SIGNALING, waitLeaf, waitLeafAsync,
+  slotDone, slotIsLaterOrSame, slotSameContext, slotTimestamp, STATE_PENDING, STATE_SIGNALED, STATE_SIGNALING, waitLeaf, waitLeafAsync,
 } from './dma-fence-slot.js';
 import { ERRNO, fail } from './errors.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
@@ -83,7 +83,7 @@ export function fenceFromSlot(slot: number): DmaFence {
     return f;
   }
   hold(w, slot);
-  f = new DmaFence(PRIVATE, slot);
+  f = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
   wrappers[slot] = f;
   return f;
 }
@@ -92,7 +92,7 @@ export function fenceFromSlot(slot: number): DmaFence {
 function viewOfHeld(slot: number): DmaFence {
   let f = wrappers[slot];
   if (!f) {
-    f = new DmaFence(PRIVATE, slot);
+    f = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
     wrappers[slot] = f;
   }
   return f;
@@ -104,7 +104,7 @@ export function fenceAdoptSlot(slot: number): DmaFence {
   const f = wrappers[slot];
   adoptAsHold(w, slot);
   if (f) return f;
-  const nf = new DmaFence(PRIVATE, slot);
+  const nf = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
   wrappers[slot] = nf;
   return nf;
 }
@@ -119,13 +119,41 @@ const PRIVATE = Symbol('dma_fence.private');
 /** Validate a u64 argument; numbers stay numbers (no BigInt on the hot path). */
 function checkU64(v: number | bigint, what: string, syscall: string): number | bigint {
   if (typeof v === 'bigint') {
-    if (v < 0n || v > 0xffffffffffffffffn) throw fail('EINVAL', syscall, `${what} ${v} is not a u64`);
+    // One truncation and one compare: a third of the cost of two range compares.
+    if (BigInt.asUintN(64, v) !== v) throw fail('EINVAL', syscall, `${what} ${v} is not a u64`);
     return v;
   }
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
     throw new TypeError(`${syscall}: ${what} must be a non-negative integer or bigint`);
   }
   return v;
+}
+
+/** Check `ops` for `DmaFence.init` (names required, asked now, as dma_fence_init's BUG_ON checks would). */
+function initOps(ops: DmaFenceOps): void {
+  if (typeof ops !== 'object' || ops === null || typeof ops.getDriverName !== 'function'
+    || typeof ops.getTimelineName !== 'function') {
+    throw new TypeError('dma_fence_init: ops must provide getDriverName() and getTimelineName()');
+  }
+  if (!W) world();
+  opsNames(ops);
+  lastInitOps = ops;
+}
+
+/**
+ * The last bigint context `DmaFence.init` was given and its validated value, a
+ * number when it fits (drivers init every fence of a timeline with one context:
+ * one bigint compare per init instead of a range check, and number compares after).
+ */
+let lastInitCtx: bigint | symbol = Symbol('none'); // matches no argument until a bigint was seen
+let lastInitCtxValue: number | bigint = 0;
+
+function initContext(context: number | bigint): number | bigint {
+  const ctx = checkU64(context, 'context', 'dma_fence_init');
+  if (typeof ctx !== 'bigint') return ctx;
+  lastInitCtx = ctx;
+  lastInitCtxValue = asNumberIfSafe(ctx);
+  return lastInitCtxValue;
 }
 
 function asNumberIfSafe(v: number | bigint): number | bigint {
@@ -153,8 +181,23 @@ export interface WaitAnyResult {
 let privateLive = 0;
 onCountLive((kind) => (kind === undefined || kind === Kind.Fence ? privateLive : 0));
 
+/* `#bits` of a view. */
+/** This view's cross-thread callback delivery is armed (a waitAsync on the state word is pending). */
+const ARMED = 1;
+/** The fence kind's `enable` ran for this thread. */
+const ENABLED_HERE = 2;
+/** The last put() waits for this thread's callbacks to run. */
+const PUT_AFTER_CALLBACKS = 4;
+/** `armIfPending` is queued for the end of this job. */
+const ARM_SCHEDULED = 8;
+
 /** `#slot` of a fence that is still private to its thread (no slot yet). */
 const PRIVATE_SLOT = -2;
+
+/** The ops object of the last `DmaFence.init` (its names are known). */
+let lastInitOps: DmaFenceOps | undefined;
+
+let supersedesImpl!: (a: DmaFence, b: DmaFence) => boolean;
 /** `#slot` of a view after its last put. */
 const DEAD_SLOT = -1;
 
@@ -171,29 +214,54 @@ const DEAD_SLOT = -1;
  */
 export class DmaFence implements Disposable {
   #slot: number;
-  #b: number;
   /* Private form (#slot === PRIVATE_SLOT). */
   #pState = STATE_PENDING;
   #pError = 0;
-  #pFlags = 0;
-  #pCtx: number | bigint = 0;
-  #pSeq: number | bigint = 0;
+  #pFlags: number;
+  #pCtx: number | bigint;
+  #pSeq: number | bigint;
   #pTs: number | bigint = 0;
   #pDeadline: bigint | undefined;
-  #pRefs = 0;
+  #pRefs: number;
   #cbs: DmaFenceFunc[] | null = null;
-  #armed = false;
-  #enabledHere = false;
-  #putAfterCallbacks = false;
-  #armScheduled = false;
+  /** ARMED | ENABLED_HERE | PUT_AFTER_CALLBACKS | ARM_SCHEDULED (one field: every fence allocates them). */
+  #bits = 0;
   /** Driver ops: only on the view in the thread that created the fence. */
   #ops: DmaFenceOps | undefined;
 
+  static {
+    // Small, for the reservation object's add path to inline (literals: see get()). The fast
+    // case: two private fences with number seqnos compared in 32 bits (flag bit 2: SEQNO64).
+    // Contexts are numbers or bigints: == compares their values across both types. The 32-bit
+    // wrap-around on safe integers: the difference is exact, | 0 keeps its low 32 bits.
+    supersedesImpl = (a, b) => {
+      const sa = a.#pSeq;
+      const sb = b.#pSeq;
+      return a.#slot === -2 && b.#slot === -2 && typeof sa === 'number' && typeof sb === 'number' && !(a.#pFlags & 2)
+        ? a.#pCtx == b.#pCtx && (a === b || ((sa - sb) | 0) > 0) // eslint-disable-line eqeqeq
+        : a.#supersedesSlow(b);
+    };
+  }
+
+  #supersedesSlow(old: DmaFence): boolean {
+    if (this.#slot >= 0 && old.#slot >= 0) {
+      return slotSameContext(W, this.#slot, old.#slot) && slotIsLaterOrSame(W, this.#slot, old.#slot);
+    }
+    return this.context === old.context
+      && (this === old || seqnoIsLater(this.#seqWords(), old.#seqWords(), this.is64));
+  }
+
   /** @internal use `DmaFence.init`, `fenceFromSlot` or a container constructor. */
-  constructor(key: symbol, slot: number) {
+  constructor(
+    key: symbol, slot: number, ops: DmaFenceOps | undefined, ctx: number | bigint, seq: number | bigint, flags: number,
+  ) {
     if (key !== PRIVATE) throw new TypeError('use DmaFence.init() to create a fence');
     this.#slot = slot;
-    this.#b = slot >= 0 ? W.base(slot) : 0;
+    this.#ops = ops;
+    this.#pCtx = ctx;
+    this.#pSeq = seq;
+    this.#pFlags = flags;
+    this.#pRefs = slot === PRIVATE_SLOT ? 1 : 0;
   }
 
   /* ---- creation ---- */
@@ -210,30 +278,19 @@ export class DmaFence implements Disposable {
 
   /** dma_fence_init: a pending fence with 32-bit seqno ordering. @throws TypeError on missing name ops. */
   static init(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint): DmaFence {
-    return DmaFence.#initDriver(ops, context, seqno, false);
+    // Kept short (the JIT inlines it into callers): the checks of an ops object and of a
+    // context run once per new one (drivers init a timeline's fences with one of each).
+    if (ops !== lastInitOps) initOps(ops);
+    const ctx = context === lastInitCtx ? lastInitCtxValue : initContext(context);
+    const seq = typeof seqno === 'number' && seqno >>> 0 === seqno ? seqno : checkU64(seqno, 'seqno', 'dma_fence_init');
+    privateLive++;
+    return new DmaFence(PRIVATE, PRIVATE_SLOT, ops, ctx, seq, 0);
   }
 
   /** dma_fence_init64: same with 64-bit seqno ordering. */
   static init64(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint): DmaFence {
-    return DmaFence.#initDriver(ops, context, seqno, true);
-  }
-
-  static #initDriver(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint, is64: boolean): DmaFence {
-    if (typeof ops !== 'object' || ops === null || typeof ops.getDriverName !== 'function'
-      || typeof ops.getTimelineName !== 'function') {
-      throw new TypeError('dma_fence_init: ops must provide getDriverName() and getTimelineName()');
-    }
-    const ctx = checkU64(context, 'context', 'dma_fence_init');
-    const seq = checkU64(seqno, 'seqno', 'dma_fence_init');
-    if (!W) world();
-    opsNames(ops); // ask for the names now, as dma_fence_init's BUG_ON checks would
-    const f = new DmaFence(PRIVATE, PRIVATE_SLOT);
-    privateLive++;
-    f.#ops = ops;
-    f.#pCtx = ctx;
-    f.#pSeq = seq;
-    f.#pFlags = is64 ? DMA_FENCE_FLAG_SEQNO64 : 0;
-    f.#pRefs = 1;
+    const f = DmaFence.init(ops, context, seqno);
+    f.#pFlags = DMA_FENCE_FLAG_SEQNO64;
     return f;
   }
 
@@ -254,11 +311,10 @@ export class DmaFence implements Disposable {
     adoptAsHold(W, slot);
     for (let i = 1; i < this.#pRefs; i++) hold(W, slot);
     this.#slot = slot;
-    this.#b = b;
     wrappers[slot] = this;
     privateLive--;
-    if (this.#cbs !== null && this.#cbs.length > 0 && this.#pState !== STATE_SIGNALED && !this.#armScheduled) {
-      this.#armScheduled = true; // callbacks queued while private now need cross-thread delivery
+    if (this.#cbs !== null && this.#cbs.length > 0 && this.#pState !== STATE_SIGNALED && !(this.#bits & ARM_SCHEDULED)) {
+      this.#bits |= ARM_SCHEDULED; // callbacks queued while private now need cross-thread delivery
       if (toArm.push(this) === 1) queueMicrotask(armPending);
     }
   }
@@ -349,7 +405,16 @@ export class DmaFence implements Disposable {
 
   /** @internal which implementation this fence belongs to. */
   get kind(): FenceKind {
-    return this.#private ? FenceKind.Driver : W.i32[this.#b + F_FKIND] as FenceKind;
+    return this.#slot === -2 ? FenceKind.Driver : this.#slotKind();
+  }
+
+  /** First word of the slot (shared form): computed, one field less on every fence. */
+  get #b(): number {
+    return W.base(this.#slot);
+  }
+
+  #slotKind(): FenceKind {
+    return W.i32[this.#b + F_FKIND] as FenceKind;
   }
 
   /** True if the fence compares seqnos as 64-bit numbers. */
@@ -361,10 +426,18 @@ export class DmaFence implements Disposable {
 
   /** dma_fence_get: one more reference of this thread. Returns this same object. */
   get(): this {
-    this.#check();
-    if (this.#private) this.#pRefs++;
-    else hold(W, this.#slot);
+    // Hot paths (get, put, isSignaled, kind) keep the private case first and small so that
+    // V8 inlines them into their callers within its inlining budget (~920 bytes of bytecode
+    // per function); they compare with literals (-2: PRIVATE_SLOT, 1: STATE_SIGNALED)
+    // because a module constant costs a context load and a TDZ check in bytecode.
+    if (this.#slot === -2) this.#pRefs++;
+    else this.#getShared();
     return this;
+  }
+
+  #getShared(): void {
+    this.#check();
+    hold(W, this.#slot);
   }
 
   /**
@@ -374,6 +447,15 @@ export class DmaFence implements Disposable {
    * (the kernel's "released with pending signals").
    */
   put(): void {
+    if (this.#slot === -2 && this.#cbs === null) {
+      if (this.#pRefs > 1) this.#pRefs--;
+      else this.#freePrivate();
+      return;
+    }
+    this.#putSlow();
+  }
+
+  #putSlow(): void {
     this.#check();
     const slot = this.#slot;
     if (this.#cbs !== null && this.#isSignaledFlag()) this.runCallbacks();
@@ -386,7 +468,7 @@ export class DmaFence implements Disposable {
         this.#signal(ktimeNowNs());
       } else {
         // Others hold it: keep this thread's reference until the callbacks have run.
-        this.#putAfterCallbacks = true;
+        this.#bits |= PUT_AFTER_CALLBACKS;
         return;
       }
     }
@@ -396,12 +478,8 @@ export class DmaFence implements Disposable {
   #dropRef(): void {
     const slot = this.#slot;
     if (slot === PRIVATE_SLOT) {
-      if (--this.#pRefs > 0) return;
-      privateLive--;
-      const ops = this.#ops;
-      this.#ops = undefined;
-      this.#slot = DEAD_SLOT;
-      ops?.release?.(this);
+      if (this.#pRefs > 1) this.#pRefs--;
+      else this.#freePrivate();
       return;
     }
     if (localHolds(slot) === 1) {
@@ -412,6 +490,16 @@ export class DmaFence implements Disposable {
       ops?.release?.(this);
     }
     unhold(W, slot);
+  }
+
+  /** The last reference of a private fence is gone: nobody else ever saw it. */
+  #freePrivate(): void {
+    this.#pRefs = 0;
+    privateLive--;
+    const ops = this.#ops;
+    this.#ops = undefined;
+    this.#slot = -1; // DEAD_SLOT
+    ops?.release?.(this);
   }
 
   [Symbol.dispose](): void {
@@ -545,8 +633,8 @@ export class DmaFence implements Disposable {
   }
 
   #settleDeferredPut(): void {
-    if (!this.#putAfterCallbacks || (this.#cbs && this.#cbs.length > 0)) return;
-    this.#putAfterCallbacks = false;
+    if (!(this.#bits & PUT_AFTER_CALLBACKS) || (this.#cbs && this.#cbs.length > 0)) return;
+    this.#bits &= ~PUT_AFTER_CALLBACKS;
     this.#dropRef();
   }
 
@@ -567,6 +655,13 @@ export class DmaFence implements Disposable {
 
   /** dma_fence_is_signaled: peeks the implementation, signalling if it says done. Does not enable signalling. */
   isSignaled(): boolean {
+    if (this.#slot === -2 && this.#cbs === null && this.#pState !== 1 && this.#ops?.signaled === undefined) {
+      return false; // pending, and no driver op to peek
+    }
+    return this.#isSignaledSlow();
+  }
+
+  #isSignaledSlow(): boolean {
     if (this.#isSignaledFlag()) {
       if (this.#cbs !== null) this.runCallbacks(); // signalled in another thread: deliver now
       return true;
@@ -636,8 +731,8 @@ export class DmaFence implements Disposable {
     let keep = true;
     if (kind === FenceKind.Driver) {
       if (first && this.#ops?.enableSignaling) keep = this.#ops.enableSignaling(this);
-    } else if (!this.#enabledHere) {
-      this.#enabledHere = true;
+    } else if (!(this.#bits & ENABLED_HERE)) {
+      this.#bits |= ENABLED_HERE;
       const ko = fenceKindOps(kind);
       if (ko?.enable) keep = ko.enable(this);
     }
@@ -656,9 +751,9 @@ export class DmaFence implements Disposable {
     if (this.#isSignaledFlag()) return -ERRNO.ENOENT;
     if (!this.#enable()) return -ERRNO.ENOENT;
     (this.#cbs ??= []).push(func);
-    if (!this.#private && !this.#armed && !this.#armScheduled) {
+    if (!this.#private && !(this.#bits & (ARMED | ARM_SCHEDULED))) {
       // Only a fence still pending when this job ends needs a wake-up from another thread.
-      this.#armScheduled = true;
+      this.#bits |= ARM_SCHEDULED;
       if (toArm.push(this) === 1) queueMicrotask(armPending);
     }
     return 0;
@@ -677,13 +772,13 @@ export class DmaFence implements Disposable {
 
   /** @internal end of job: arm delivery if callbacks are still queued on a pending fence. */
   armIfPending(): void {
-    this.#armScheduled = false;
+    this.#bits &= ~ARM_SCHEDULED;
     if (this.#slot >= 0 && this.#cbs !== null && this.#cbs.length > 0) this.#armRemote();
   }
 
   /** Deliver this thread's callbacks when another thread signals. */
   #armRemote(): void {
-    if (this.#armed) return;
+    if (this.#bits & ARMED) return;
     const i32 = W.i32;
     const b = this.#b;
     const state = Atomics.load(i32, b + F_STATE);
@@ -691,14 +786,14 @@ export class DmaFence implements Disposable {
       queueMicrotask(() => this.runCallbacks());
       return;
     }
-    this.#armed = true;
+    this.#bits |= ARMED;
     const gen = slotGen(W, this.#slot);
     const slot = this.#slot;
     Atomics.add(i32, b + F_SLEEPERS, 1);
     const r = Atomics.waitAsync(i32, b + F_STATE, state);
     const settle = (): void => {
       Atomics.sub(i32, b + F_SLEEPERS, 1);
-      this.#armed = false;
+      this.#bits &= ~ARMED;
       if (this.#slot !== slot || slotGen(W, slot) !== gen) return;
       if (Atomics.load(i32, b + F_STATE) === STATE_SIGNALED) this.runCallbacks();
       else if (this.#cbs && this.#cbs.length > 0) this.#armRemote();
@@ -941,6 +1036,15 @@ function checkWaitAny(fences: readonly DmaFence[], timeoutMs: number): void {
   if (fences.length === 0) throw fail('EINVAL', 'dma_fence_wait_any_timeout', 'no fences to wait for');
   for (const f of fences) if (!(f instanceof DmaFence)) throw new TypeError('waitAnyTimeout: not a DmaFence');
   checkTimeout(timeoutMs, 'dma_fence_wait_any_timeout');
+}
+
+/**
+ * @internal The fence part of the reservation object's slot-reuse rule: `a` and
+ * `b` share a context and `a` is later than or the same as `b` (dma_fence_is_later_or_same,
+ * in `a`'s seqno mode). Makes no BigInts when both fences are in the same form.
+ */
+export function fenceSupersedes(a: DmaFence, b: DmaFence): boolean {
+  return supersedesImpl(a, b);
 }
 
 /* Driver fences and stubs are signalled explicitly: waiters sleep on their own state word. */

@@ -1,5 +1,5 @@
 /**
- * DOC: dma_resv — reservation objects, shared between threads
+ * DOC: dma_resv — reservation objects, private until shared
  *
  * A reservation object holds the fences of a buffer's users, each with a *usage*
  * (kernel-contract §3): KERNEL (0) < WRITE (1) < READ (2) < BOOKKEEP (3). A query
@@ -24,30 +24,25 @@
  *   `restarted` marks the first fence of every pass), `getFences`, `getSingleton`,
  *   `testSignaled`, `waitTimeout`, `setDeadline`.
  *
- * Shared memory: the object, its lock and its fence array live in the shared
- * table, so a fence added in a worker is seen by a wait in the main thread at once.
- * The array is a chain of list slots, each entry `fence slot << 2 | usage`. Lock-
- * free readers stand in for the kernel's RCU with references: they take one on the
- * array (increment-if-nonzero, then check it is still the array) and on each fence
- * (then check the entry still names it), so nothing they read is freed under them.
+ * Two forms, one behaviour. `create()` makes an object private to its thread:
+ * plain fields, a plain lock, no atomics (dma-resv-private.ts), as `DmaFence.init`
+ * makes private fences. The first thing that needs it shared — `share()`, reading
+ * `slot` (how buffers reference it from shared memory), a lock call that must wait
+ * for another async task of this thread — moves it, fences, lock holder and
+ * reservations included, into the shared table (dma-resv-slot.ts), where a fence
+ * added in a worker is seen by a wait in the main thread at once. A handle from
+ * `fromSlot`/`receive` is on the shared form from the start.
  */
-import {
-  DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef, fenceSlotIsSignaled, fenceViewIfAny, type WaitOptions,
-} from './dma-fence.js';
-import {
-  slotIsLaterOrSame, slotSameContext, slotSignaled,
-} from './dma-fence-slot.js';
+import { DmaFence, type WaitOptions } from './dma-fence.js';
 import { dmaFenceArrayCreate, isContainer } from './dma-fence-array.js';
+import { PrivateFences } from './dma-resv-private.js';
+import { initResvSlot, RV_WW, SlotFences, type ResvFences } from './dma-resv-slot.js';
 import { fail } from './errors.js';
-import { LIST_PER_SLOT, listAlloc, listAt, listFree, listSet } from './shared/list.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
+import { adoptAsHold, allocSlot, hold, Kind, onCountLive, slotKind, unhold, unref } from './shared/slab.js';
+import { world } from './shared/world.js';
 import {
-  adoptAsHold, allocSlot, hold, Kind, onRelease, S_DATA, slotKind, tryRef, unhold, unref,
-} from './shared/slab.js';
-import { world, type World } from './shared/world.js';
-import {
-  initWwMutexWords, registerWwMutexScanner, WW_MUTEX_WORDS, wwMutexAt, type WwAcquireCtx, type WwLockOptions,
-  type WwMutex,
+  wwMutexAt, wwMutexMigrate, wwMutexPrivate, type WwAcquireCtx, type WwLockOptions, type WwMutex,
 } from './ww-mutex.js';
 
 export const DMA_RESV_USAGE_KERNEL = 0;
@@ -62,112 +57,44 @@ export function dmaResvUsageRw(write: boolean): DmaResvUsage {
   return write ? DMA_RESV_USAGE_READ : DMA_RESV_USAGE_WRITE;
 }
 
-/* Slot layout (Kind.Resv). */
-const RV_WW = S_DATA; // WW_MUTEX_WORDS words, even index
-const RV_ARRAY = RV_WW + WW_MUTEX_WORDS; // head of the fence array chain, -1 none
-const RV_NUM = RV_ARRAY + 1; // entries in use
-const RV_MAX = RV_ARRAY + 2; // capacity of the array
-const RV_LIMIT = RV_ARRAY + 3; // num + reserved: appends allowed below it (reset on unlock)
-/**
- * Sequence lock of the (array, count) pair: odd while a writer replaces the array,
- * so a reader never trusts a new array with the old count (whose extra entries are
- * zeros). Readers start on an even value and re-check it after reading both.
- */
-const RV_SEQ = RV_ARRAY + 4;
-
-registerWwMutexScanner(Kind.Resv, RV_WW);
-
-function checkUsage(usage: unknown, syscall: string): DmaResvUsage {
-  if (usage !== 0 && usage !== 1 && usage !== 2 && usage !== 3) {
-    throw fail('EINVAL', syscall, `usage ${String(usage)} is not KERNEL, WRITE, READ or BOOKKEEP`);
-  }
-  return usage;
+function checkUsage(usage: unknown, syscall: string): void {
+  // 0..3 exactly (-0 too, as `=== 0` accepts it); small, so hot paths can inline it.
+  if (typeof usage !== 'number' || usage !== (usage & 3)) throw badUsage(usage, syscall);
 }
 
-/* ---- the fence array (entries `fence << 2 | usage`) ---- */
-
-function entryFence(e: number): number {
-  return e >>> 2;
+function badUsage(usage: unknown, syscall: string): Error {
+  return fail('EINVAL', syscall, `usage ${String(usage)} is not KERNEL, WRITE, READ or BOOKKEEP`);
 }
 
-function entryUsage(e: number): DmaResvUsage {
-  return (e & 3) as DmaResvUsage;
+/** The error of an addFence whose arguments failed the fast check. */
+function addFenceError(fence: unknown, usage: unknown): Error {
+  if (!(fence instanceof DmaFence)) return new TypeError('dma_resv_add_fence: not a DmaFence');
+  if (typeof usage !== 'number' || usage !== (usage & 3)) return badUsage(usage, 'dma_resv_add_fence');
+  return fail('EINVAL', 'dma_resv_add_fence', 'containers cannot be added; unwrap them first');
 }
 
-/** Wait out a writer's array replacement; returns the (even) sequence to validate against. */
-function readSeq(w: World, b: number): number {
-  for (;;) {
-    const seq = Atomics.load(w.i32, b + RV_SEQ);
-    if (!(seq & 1)) return seq;
-  }
+function badReserve(n: unknown): Error {
+  return fail('EINVAL', 'dma_resv_reserve_fences', `cannot reserve ${String(n)} fences`);
 }
 
-/**
- * A reference on the current array of `resv` and its count, consistent with
- * sequence `seq` (or null: retry with a new sequence; arr -1: no array).
- */
-function acquireArray(w: World, b: number, seq: number): { arr: number; num: number } | null {
-  const arr = Atomics.load(w.i32, b + RV_ARRAY);
-  const num = Atomics.load(w.i32, b + RV_NUM);
-  if (Atomics.load(w.i32, b + RV_SEQ) !== seq) return null;
-  if (arr < 0) return { arr, num: 0 };
-  if (!tryRef(w, arr)) return null;
-  if (Atomics.load(w.i32, b + RV_ARRAY) !== arr || slotKind(w, arr) !== Kind.List) {
-    unref(w, arr);
-    return null;
-  }
-  return { arr, num };
+function notHeld(syscall: string): Error {
+  return fail('EPERM', syscall, 'reservation lock not held');
 }
 
-/** Writers (lock held): publish a new array and count as one step for lock-free readers. */
-function publishArray(w: World, b: number, arr: number, num: number): void {
-  Atomics.add(w.i32, b + RV_SEQ, 1); // odd: replacing
-  Atomics.store(w.i32, b + RV_ARRAY, arr);
-  Atomics.store(w.i32, b + RV_NUM, num);
-  Atomics.add(w.i32, b + RV_SEQ, 1); // even again
-}
+/** Reservation objects of this thread still in private form: counted by liveObjects() like slots. */
+let privateLive = 0;
+onCountLive((kind) => (kind === undefined || kind === Kind.Resv ? privateLive : 0));
 
-/** A reference on the fence of entry `i` of `arr` if it still holds `e`; else false. */
-function refEntryFence(w: World, arr: number, i: number, e: number): boolean {
-  const f = entryFence(e);
-  if (!tryRef(w, f)) return false;
-  if (listAt(w, arr, i) === e) return true;
-  unref(w, f);
-  return false;
-}
+/** `#slot` of an object still private to its thread. */
+const PRIVATE_SLOT = -2;
+/** `#slot` of a handle after put(). */
+const DEAD_SLOT = -1;
 
-/** Snapshot of unsignalled (fence, usage) pairs with usage ≤ `usage`, each with a reference. */
-function snapshot(w: World, b: number, usage: DmaResvUsage): Array<[number, DmaResvUsage]> {
-  for (;;) {
-    const seq = readSeq(w, b);
-    const got = acquireArray(w, b, seq);
-    if (!got) continue;
-    const out: Array<[number, DmaResvUsage]> = [];
-    if (got.arr >= 0) {
-      for (let i = 0; i < got.num; i++) {
-        const e = listAt(w, got.arr, i);
-        if (e < 0 || entryUsage(e) > usage) continue;
-        if (!refEntryFence(w, got.arr, i, e)) continue;
-        // dma_fence_is_signaled, driver ops included (this thread's view, if any).
-        if (fenceSlotIsSignaled(w, entryFence(e))) unref(w, entryFence(e));
-        else out.push([entryFence(e), entryUsage(e)]);
-      }
-      unref(w, got.arr);
-    }
-    if (Atomics.load(w.i32, b + RV_SEQ) === seq) return out;
-    for (const [f] of out) unref(w, f); // the array was replaced meanwhile: start over
-  }
-}
+let fencesOf!: (resv: DmaResv) => ResvFences;
+/** `fencesOf` without the put() check, for guards (a handle cannot be put while its guard is live). */
+let heldFencesOf!: (resv: DmaResv) => ResvFences;
 
-onRelease(Kind.Resv, (w, slot) => {
-  // dma_resv_fini: drop every fence reference and the array.
-  const b = w.base(slot);
-  const arr = w.i32[b + RV_ARRAY]!;
-  if (arr < 0) return;
-  const num = w.i32[b + RV_NUM]!;
-  for (let i = 0; i < num; i++) unref(w, entryFence(listAt(w, arr, i)));
-  listFree(w, arr);
-});
+let guardDone!: (resv: DmaResv) => void;
 
 /* ---- the object ---- */
 
@@ -185,25 +112,42 @@ export interface DmaResvUnlockedEntry extends DmaResvEntry {
 /** A reservation object: this thread's handle (one reference). */
 export class DmaResv implements Disposable {
   #slot: number;
-  #b: number;
-  #ww: WwMutex;
+  readonly #ww: WwMutex;
+  #fences: ResvFences;
   #guard: DmaResvLocked | undefined;
+
+  static {
+    fencesOf = (resv) => {
+      resv.#check();
+      return resv.#fences;
+    };
+    heldFencesOf = (resv) => resv.#fences;
+    guardDone = (resv) => {
+      resv.#guard = undefined;
+    };
+  }
 
   private constructor(slot: number) {
     this.#slot = slot;
-    this.#b = world().base(slot);
-    this.#ww = wwMutexAt(slot, this.#b + RV_WW);
+    if (slot === PRIVATE_SLOT) {
+      this.#ww = wwMutexPrivate(() => this.#migrate());
+      this.#fences = new PrivateFences();
+      privateLive++;
+    } else {
+      const w = world();
+      const b = w.base(slot);
+      this.#ww = wwMutexAt(slot, b + RV_WW);
+      this.#fences = new SlotFences(w, b);
+    }
   }
 
-  /** dma_resv_init: a new, empty, unlocked reservation object. @throws ENOMEM. */
+  /**
+   * dma_resv_init: a new, empty, unlocked reservation object, private to this
+   * thread until something shares it (the table's ENOMEM can only happen then).
+   */
   static create(): DmaResv {
-    const w = world();
-    const slot = allocSlot(w, Kind.Resv, 'dma_resv_init');
-    const b = w.base(slot);
-    initWwMutexWords(w, b + RV_WW);
-    w.i32[b + RV_ARRAY] = -1;
-    adoptAsHold(w, slot);
-    return new DmaResv(slot);
+    world(); // join the table first, as every other constructor does
+    return new DmaResv(PRIVATE_SLOT);
   }
 
   /** @internal a new handle on resv slot `slot` (takes a hold). */
@@ -212,14 +156,40 @@ export class DmaResv implements Disposable {
     return new DmaResv(slot);
   }
 
-  /** @internal the slot. */
+  /** @internal the slot; a private object moves into the shared table now. @throws ENOMEM. */
   get slot(): number {
     this.#check();
+    this.#migrate();
     return this.#slot;
   }
 
+  /**
+   * Move a private object into the shared table: its fences (they get slots too),
+   * its reservations and its lock, held or not, by whichever context. A no-op once
+   * shared. @throws ENOMEM (nothing changes then).
+   */
+  #migrate(): void {
+    if (this.#slot !== PRIVATE_SLOT) return;
+    const w = world();
+    const slot = allocSlot(w, Kind.Resv, 'dma_resv_share');
+    const b = w.base(slot);
+    initResvSlot(w, b);
+    try {
+      (this.#fences as PrivateFences).moveTo(w, b);
+    } catch (e) {
+      unref(w, slot);
+      throw e;
+    }
+    wwMutexMigrate(this.#ww, slot, b + RV_WW);
+    adoptAsHold(w, slot);
+    this.#slot = slot;
+    this.#fences = new SlotFences(w, b);
+    privateLive--;
+  }
+
   #check(): void {
-    if (this.#slot < 0) throw fail('EINVAL', 'dma_resv', 'reservation object used after put()');
+    // -1: DEAD_SLOT, a literal on this hot path (a module constant costs a TDZ check in bytecode).
+    if (this.#slot === -1) throw fail('EINVAL', 'dma_resv', 'reservation object used after put()');
   }
 
   /** A token carrying one reference to this object to another thread. */
@@ -243,12 +213,18 @@ export class DmaResv implements Disposable {
     this.#check();
     if (this.#guard) throw fail('EBUSY', 'dma_resv_put', 'reservation object is still locked by this thread');
     const slot = this.#slot;
-    this.#slot = -1;
-    unhold(world(), slot);
+    this.#slot = DEAD_SLOT;
+    if (slot !== PRIVATE_SLOT) {
+      unhold(world(), slot);
+      return;
+    }
+    // The only handle of a private object: dma_resv_fini.
+    privateLive--;
+    (this.#fences as PrivateFences).fini();
   }
 
   [Symbol.dispose](): void {
-    if (this.#slot >= 0) this.put();
+    if (this.#slot !== DEAD_SLOT) this.put();
   }
 
   /* ---- locking ---- */
@@ -256,12 +232,10 @@ export class DmaResv implements Disposable {
   #locked(r: number): DmaResvLocked | number {
     if (r !== 0) return r;
     // Reservations never outlive a holder, also one that died holding the lock (whose
-    // unlock never ran): every new holder starts with none.
-    const w = world();
-    w.i32[this.#b + RV_LIMIT] = w.i32[this.#b + RV_NUM]!;
-    this.#guard = new DmaResvLocked(GUARD, this, this.#b, this.#ww, () => {
-      this.#guard = undefined;
-    });
+    // unlock never ran): every new holder starts with none. (Read #fences only now:
+    // the lock call may have moved the object into the table.)
+    this.#fences.clamp();
+    this.#guard = new DmaResvLocked(GUARD, this, this.#ww);
     return this.#guard;
   }
 
@@ -329,43 +303,21 @@ export class DmaResv implements Disposable {
    * Each yielded fence is a reference the iterator drops when it advances (call
    * `get()` to keep one). If the array is replaced meanwhile the walk restarts;
    * `restarted` marks the first fence of every pass, so accumulators must reset.
+   * (Moving a private object into the table replaces its array too.)
    */
   *fencesUnlocked(usage: DmaResvUsage): Generator<DmaResvUnlockedEntry> {
     checkUsage(usage, 'dma_resv_iter_first_unlocked');
-    const w = world();
-    const b = this.#b;
-    restart: for (;;) {
-      const seq = readSeq(w, b);
-      const got = acquireArray(w, b, seq);
-      if (!got) continue;
-      const { arr, num } = got;
-      if (arr < 0) return;
-      let restarted = true;
-      try {
-        for (let i = 0; i < num; i++) {
-          if (Atomics.load(w.i32, b + RV_SEQ) !== seq) continue restart;
-          const e = listAt(w, arr, i);
-          if (e < 0 || entryUsage(e) > usage || !refEntryFence(w, arr, i, e)) continue;
-          const fence = fenceAdoptSlot(entryFence(e));
-          try {
-            if (fence.isSignaled()) continue;
-            yield { fence, usage: entryUsage(e), restarted };
-            restarted = false;
-          } finally {
-            fence.put();
-          }
-        }
-        return;
-      } finally {
-        unref(w, arr);
-      }
-    }
+    this.#check();
+    // A pass ends early (false) when the object moved into the table meanwhile; a
+    // handle put() meanwhile has nothing more to walk.
+    while (this.#slot !== DEAD_SLOT && !(yield* this.#fences.walk(usage)));
   }
 
   /** dma_resv_get_fences: a snapshot of the unsignalled fences ≤ `usage`, each a new reference. */
   getFences(usage: DmaResvUsage): DmaFence[] {
     checkUsage(usage, 'dma_resv_get_fences');
-    return snapshot(world(), this.#b, usage).map(([f]) => fenceAdoptSlot(f));
+    this.#check();
+    return this.#fences.entries(usage).map(([f]) => f);
   }
 
   /**
@@ -384,36 +336,13 @@ export class DmaResv implements Disposable {
   }
 
   /**
-   * dma_resv_test_signaled: true iff no unsignalled fence with usage ≤ `usage`.
-   * Reads without taking references, as the kernel reads under RCU: fences in a
-   * resv are leaves (containers are refused), so a state read is one word, and the
-   * read is kept only if the array was not replaced and the entry still names the
-   * fence afterwards (then the array held the fence throughout). A fence some other
-   * thread is signalling right now (claimed, not yet published) still counts as
-   * pending for this instant.
+   * dma_resv_test_signaled: true iff no unsignalled fence with usage ≤ `usage`
+   * (driver ops peeked, as dma_fence_is_signaled does).
    */
   testSignaled(usage: DmaResvUsage): boolean {
     checkUsage(usage, 'dma_resv_test_signaled');
-    const w = world();
-    const b = this.#b;
-    retry: for (;;) {
-      const seq = readSeq(w, b);
-      const arr = Atomics.load(w.i32, b + RV_ARRAY);
-      const num = Atomics.load(w.i32, b + RV_NUM);
-      if (Atomics.load(w.i32, b + RV_SEQ) !== seq) continue;
-      if (arr < 0) return true;
-      for (let i = 0; i < num; i++) {
-        const e = listAt(w, arr, i);
-        if (e < 0 || entryUsage(e) > usage) continue;
-        const f = entryFence(e);
-        // Only the state word, or this thread's own view (driver ops live there): on a slot
-        // reused mid-read, kind-specific words could be garbage before the validation below.
-        const done = f < w.capacity && (slotSignaled(w, f) || fenceViewIfAny(f)?.isSignaled() === true);
-        if (Atomics.load(w.i32, b + RV_SEQ) !== seq || listAt(w, arr, i) !== e) continue retry;
-        if (!done) return false;
-      }
-      if (Atomics.load(w.i32, b + RV_SEQ) === seq) return true;
-    }
+    this.#check();
+    return this.#fences.test(usage);
   }
 
   /**
@@ -470,31 +399,27 @@ const GUARD = Symbol('dma_resv.guard');
  */
 export class DmaResvLocked implements Disposable {
   readonly resv: DmaResv;
-  #b: number;
-  #ww: WwMutex;
-  #onUnlock: () => void;
+  readonly #ww: WwMutex;
   #live = true;
 
   /** @internal */
-  constructor(key: symbol, resv: DmaResv, b: number, ww: WwMutex, onUnlock: () => void) {
+  constructor(key: symbol, resv: DmaResv, ww: WwMutex) {
     if (key !== GUARD) throw new TypeError('use DmaResv.lock() to lock a reservation object');
     this.resv = resv;
-    this.#b = b;
     this.#ww = ww;
-    this.#onUnlock = onUnlock;
   }
 
-  #held(syscall: string): World {
-    if (!this.#live || !this.#ww.isHeldByMe()) throw fail('EPERM', syscall, 'reservation lock not held');
-    return world();
+  /** The object's fences, in its current form, once the lock is known to be held. */
+  #held(syscall: string): ResvFences {
+    if (!this.#live || !this.#ww.isHeldByMe()) throw notHeld(syscall);
+    return heldFencesOf(this.resv);
   }
 
   /** dma_resv_unlock: also ends any reservation (the debug clamp, always on). */
   unlock(): void {
-    const w = this.#held('dma_resv_unlock');
-    w.i32[this.#b + RV_LIMIT] = w.i32[this.#b + RV_NUM]!;
+    this.#held('dma_resv_unlock').clamp();
     this.#live = false;
-    this.#onUnlock();
+    guardDone(this.resv);
     this.#ww.unlock();
   }
 
@@ -507,36 +432,9 @@ export class DmaResvLocked implements Disposable {
    * @throws EINVAL for n < 1; ENOMEM when the table is full (nothing changes then).
    */
   reserveFences(n: number): void {
-    const w = this.#held('dma_resv_reserve_fences');
-    if (!Number.isSafeInteger(n) || n < 1) throw fail('EINVAL', 'dma_resv_reserve_fences', `cannot reserve ${n} fences`);
-    const b = this.#b;
-    const num = w.i32[b + RV_NUM]!;
-    const max = w.i32[b + RV_MAX]!;
-    if (max - num < n) this.#grow(w, Math.max(num + n, 2 * max, max === 0 ? Math.max(4, nextPow2(n)) : 0));
-    // RV_LIMIT is read and written only by the lock holder: plain stores.
-    const limit = w.i32[b + RV_NUM]! + n;
-    if (limit > w.i32[b + RV_LIMIT]!) w.i32[b + RV_LIMIT] = limit;
-  }
-
-  /** Replace the array by one of `capacity`, keeping the unsignalled fences in order. */
-  #grow(w: World, capacity: number): void {
-    const b = this.#b;
-    const chunks = Math.ceil(capacity / LIST_PER_SLOT) * LIST_PER_SLOT; // use whole chunks, like the allocator bucket
-    const next = listAlloc(w, chunks, 'dma_resv_reserve_fences');
-    const old = w.i32[b + RV_ARRAY]!;
-    const num = w.i32[b + RV_NUM]!;
-    const dropped: number[] = [];
-    let kept = 0;
-    for (let i = 0; i < num; i++) {
-      const e = listAt(w, old, i);
-      if (fenceSlotIsSignaled(w, entryFence(e))) dropped.push(entryFence(e));
-      else listSet(w, next, kept++, e);
-    }
-    publishArray(w, b, next, kept);
-    w.i32[b + RV_MAX] = chunks;
-    w.i32[b + RV_LIMIT] = Math.min(w.i32[b + RV_LIMIT]!, kept);
-    if (old >= 0) listFree(w, old);
-    for (const f of dropped) unref(w, f);
+    const fences = this.#held('dma_resv_reserve_fences');
+    if (!Number.isSafeInteger(n) || n < 1) throw badReserve(n);
+    fences.reserve(n);
   }
 
   /**
@@ -546,50 +444,20 @@ export class DmaResvLocked implements Disposable {
    * reserved slot (nothing changes then).
    */
   addFence(fence: DmaFence, usage: DmaResvUsage): void {
-    const w = this.#held('dma_resv_add_fence');
-    if (!(fence instanceof DmaFence)) throw new TypeError('dma_resv_add_fence: not a DmaFence');
-    checkUsage(usage, 'dma_resv_add_fence');
-    if (isContainer(fence)) throw fail('EINVAL', 'dma_resv_add_fence', 'containers cannot be added; unwrap them first');
-    const b = this.#b;
-    const f = fence.slot;
-    const arr = w.i32[b + RV_ARRAY]!;
-    const num = w.i32[b + RV_NUM]!;
-    for (let i = 0; i < num; i++) {
-      const e = listAt(w, arr, i);
-      const old = entryFence(e);
-      const replace = (slotSameContext(w, f, old) && entryUsage(e) >= usage && slotIsLaterOrSame(w, f, old))
-        || fenceSlotIsSignaled(w, old);
-      if (!replace) continue;
-      fenceRef(fence);
-      listSet(w, arr, i, (f << 2) | usage);
-      unref(w, old);
-      return;
+    const fences = this.#held('dma_resv_add_fence');
+    // One condition, one throw site: the add path stays small enough for the JIT to inline.
+    if (!(fence instanceof DmaFence) || typeof usage !== 'number' || usage !== (usage & 3) || isContainer(fence)) {
+      throw addFenceError(fence, usage);
     }
-    if (num >= w.i32[b + RV_LIMIT]!) {
-      throw fail('EINVAL', 'dma_resv_add_fence', 'no fence slot reserved (call reserveFences() under this lock first)');
-    }
-    fenceRef(fence);
-    listSet(w, arr, num, (f << 2) | usage);
-    Atomics.store(w.i32, b + RV_NUM, num + 1);
+    fences.add(fence, usage);
   }
 
   /** dma_resv_replace_fences: every fence of `context` becomes `fence` with `usage`. */
   replaceFences(context: bigint, fence: DmaFence, usage: DmaResvUsage): void {
-    const w = this.#held('dma_resv_replace_fences');
+    const fences = this.#held('dma_resv_replace_fences');
     checkUsage(usage, 'dma_resv_replace_fences');
     if (isContainer(fence)) throw fail('EINVAL', 'dma_resv_replace_fences', 'containers cannot be added; unwrap them first');
-    const b = this.#b;
-    const arr = w.i32[b + RV_ARRAY]!;
-    const num = w.i32[b + RV_NUM]!;
-    for (let i = 0; i < num; i++) {
-      const e = listAt(w, arr, i);
-      const old = fenceFromSlot(entryFence(e));
-      const same = old.context === context;
-      old.put();
-      if (!same) continue;
-      listSet(w, arr, i, (fenceRef(fence) << 2) | usage);
-      unref(w, entryFence(e));
-    }
+    fences.replace(context, fence, usage);
   }
 
   /**
@@ -599,15 +467,15 @@ export class DmaResvLocked implements Disposable {
    */
   *fences(usage: DmaResvUsage): Generator<DmaResvEntry> {
     checkUsage(usage, 'dma_resv_iter_first');
-    const w = this.#held('dma_resv_iter_first');
-    const b = this.#b;
-    for (let i = 0; i < w.i32[b + RV_NUM]!; i++) {
-      this.#held('dma_resv_iter_next');
-      const e = listAt(w, w.i32[b + RV_ARRAY]!, i);
-      if (entryUsage(e) > usage) continue;
-      const fence = fenceFromSlot(entryFence(e));
+    this.#held('dma_resv_iter_first');
+    for (let i = 0; i < fencesOf(this.resv).count; i++) {
+      // The object may move into the table between two steps: look it up each time.
+      const fences = this.#held('dma_resv_iter_next');
+      const u = fences.usageAt(i);
+      if (u > usage) continue;
+      const fence = fences.fenceAt(i);
       try {
-        yield { fence, usage: entryUsage(e) };
+        yield { fence, usage: u };
       } finally {
         fence.put();
       }
@@ -619,26 +487,8 @@ export class DmaResvLocked implements Disposable {
    * unsignalled ones (all usages). @throws ENOMEM (this object unchanged then).
    */
   copyFrom(src: DmaResv): void {
-    const w = this.#held('dma_resv_copy_fences');
-    const entries = snapshot(w, w.base(src.slot), DMA_RESV_USAGE_BOOKKEEP);
-    let next: number;
-    try {
-      next = listAlloc(w, Math.max(4, entries.length), 'dma_resv_copy_fences');
-    } catch (e) {
-      for (const [f] of entries) unref(w, f);
-      throw e;
-    }
-    entries.forEach(([f, u], i) => listSet(w, next, i, (f << 2) | u));
-    const b = this.#b;
-    const old = w.i32[b + RV_ARRAY]!;
-    const oldNum = w.i32[b + RV_NUM]!;
-    const oldFences: number[] = [];
-    for (let i = 0; i < oldNum; i++) oldFences.push(entryFence(listAt(w, old, i)));
-    publishArray(w, b, next, entries.length);
-    w.i32[b + RV_MAX] = Math.ceil(Math.max(4, entries.length) / LIST_PER_SLOT) * LIST_PER_SLOT;
-    w.i32[b + RV_LIMIT] = entries.length;
-    if (old >= 0) listFree(w, old);
-    for (const f of oldFences) unref(w, f);
+    const fences = this.#held('dma_resv_copy_fences');
+    fences.copy(fencesOf(src).entries(DMA_RESV_USAGE_BOOKKEEP));
   }
 
   /** dma_resv_describe: one line per fence ≤ READ: `\t<usage> fence:<driver> <timeline> seq <n> (un)signalled`. */
@@ -652,12 +502,6 @@ export class DmaResvLocked implements Disposable {
 
   /** Number of fence entries (for tests and debug listings). */
   get numFences(): number {
-    return world().i32[this.#b + RV_NUM]!;
+    return fencesOf(this.resv).count;
   }
-}
-
-function nextPow2(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
 }

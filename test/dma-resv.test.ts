@@ -6,7 +6,9 @@
  * addFence slot-reuse rules of current kernels (≈6.7+), replaceFences,
  * getSingleton, copyFrom, the references readers hold, describe(), misuse of the
  * lock guard, the wait-die ww-mutex embedded in every object, and a thread-private
- * fence becoming visible to another thread once it is added.
+ * fence becoming visible to another thread once it is added. The objects are
+ * private to this thread here; dma-resv-shared.test.ts runs it all again on
+ * objects in the shared table.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,6 +41,19 @@ const NAME = ['KERNEL', 'WRITE', 'READ', 'BOOKKEEP'] as const;
 
 /* ---- helpers ---- */
 
+/**
+ * The form the objects of this file take: dma-resv-shared.test.ts runs every test
+ * again with DMABUF_TEST_RESV_FORM=shared, where each object is moved into the
+ * shared table (by reading `slot`) right after `create()`.
+ */
+const SHARED_FORM = process.env['DMABUF_TEST_RESV_FORM'] === 'shared';
+
+function newResv(): DmaResv {
+  const r = DmaResv.create();
+  if (SHARED_FORM) assert.ok(r.slot >= 0);
+  return r;
+}
+
 function ops(extra: Partial<DmaFenceOps> = {}): DmaFenceOps {
   return { getDriverName: () => 'resv-drv', getTimelineName: () => 'resv-tl', ...extra };
 }
@@ -68,7 +83,7 @@ class Refs {
   }
 
   resv(): DmaResv {
-    const r = DmaResv.create();
+    const r = newResv();
     this.#undo.push(() => {
       try {
         r.locked().unlock();
@@ -373,7 +388,7 @@ const PEEKING_QUERIES: ReadonlyArray<[string, (r: DmaResv) => Promise<void>]> = 
   ['waitTimeoutAsync(…, 0) returns 1', async (r) => assert.equal(await r.waitTimeoutAsync(BOOKKEEP, 0), 1)],
   ['fencesUnlocked yields nothing', async (r) => assert.deepEqual([...r.fencesUnlocked(BOOKKEEP)], [])],
   ['copyFrom copies nothing', async (r) => {
-    const dst = DmaResv.create();
+    const dst = newResv();
     const g = guard(dst);
     g.copyFrom(r);
     const n = g.numFences;
@@ -677,6 +692,22 @@ test('copyFrom an empty source empties the destination', (t) => {
   assert.equal(dst.testSignaled(BOOKKEEP), true);
 });
 
+test('after copyFrom, reserved appends beyond the copied fences are all kept', (t) => {
+  const refs = new Refs(t);
+  const src = refs.resv();
+  const dst = refs.resv();
+  add(src, [refs.fence('s'), WRITE]);
+  const g = guard(dst);
+  g.copyFrom(src);
+  g.reserveFences(10);
+  const names = Array.from({ length: 10 }, (_, i) => `n${i}`);
+  for (const n of names) g.addFence(refs.fence(n), READ);
+  assert.equal(g.numFences, 11);
+  assert.deepEqual(slots(refs, g), ['s:WRITE', ...names.map((n) => `${n}:READ`)]);
+  g.unlock();
+  assert.equal(namesOf(refs, dst.getFences(READ)).length, 11);
+});
+
 /* ---- the unlocked iterator restarts ---- */
 
 test('fencesUnlocked restarts when the array is replaced meanwhile; restarted marks the first fence of every pass',
@@ -795,7 +826,7 @@ test('locked() is EPERM unless this handle holds the lock', (t) => {
 
 test('put() of a reservation object while this handle holds its lock is EBUSY and changes nothing', (t) => {
   const refs = new Refs(t);
-  const r = DmaResv.create();
+  const r = newResv();
   const g = guard(r);
   g.reserveFences(1);
   assert.throws(() => r.put(), { code: 'EBUSY' });
