@@ -52,18 +52,19 @@ export function packSlots(slots: readonly number[], syscall: string): Packet {
   }
   for (let c = 0; c < chain.length; c++) {
     const b = w.base(chain[c]!);
-    const part = slots.slice(c * PER_SLOT, (c + 1) * PER_SLOT);
+    const from = c * PER_SLOT;
+    const n = Math.min(PER_SLOT, slots.length - from);
     w.i32[b + S_NEXT] = c + 1 < chain.length ? chain[c + 1]! : -1;
-    w.i32[b + PK_COUNT] = part.length;
-    part.forEach((s, i) => {
+    w.i32[b + PK_COUNT] = n;
+    for (let i = 0; i < n; i++) {
+      const s = slots[from + i]!;
       ref(w, s);
       w.i32[b + PK_ENTRIES + i] = s;
-    });
+    }
   }
   const head = chain[0]!;
-  return Object.freeze({
-    __dmabuf: 'packet', table: w.sab, arena: w.arena, slot: head, gen: slotGen(w, head), count: slots.length,
-  });
+  // A plain object (freezing costs more than the rest of packing): the receiver checks every field anyway.
+  return { __dmabuf: 'packet', table: w.sab, arena: w.arena, slot: head, gen: slotGen(w, head), count: slots.length };
 }
 
 function isPacket(p: unknown): p is Packet {

@@ -92,6 +92,9 @@ export const SLOT_BASE = THREAD_BASE + MAX_THREADS * THREAD_WORDS; // 768, a mul
 const ENV_KEY = 'dmabuf:world';
 
 /** Typed views over the one shared table. */
+/** SAB objects already recognised as this thread's table (a structured clone is a new object each time). */
+const knownSame = new WeakSet<SharedArrayBuffer>();
+
 export class World {
   readonly sab: SharedArrayBuffer;
   /** The page arena: a growable SharedArrayBuffer playing physical memory (arena.ts). */
@@ -124,11 +127,13 @@ export class World {
 
   /** True if `sab` is (a clone of) this table. */
   isSameTable(sab: SharedArrayBuffer): boolean {
-    if (sab === this.sab) return true;
+    if (sab === this.sab || knownSame.has(sab)) return true;
     if (sab.byteLength !== this.sab.byteLength) return false;
     const other = new Int32Array(sab, 0, HEADER_WORDS);
-    return other[H_MAGIC] === MAGIC && other[H_TABLE_ID] === this.i32[H_TABLE_ID]
+    const same = other[H_MAGIC] === MAGIC && other[H_TABLE_ID] === this.i32[H_TABLE_ID]
       && other[H_TABLE_ID + 1] === this.i32[H_TABLE_ID + 1];
+    if (same) knownSame.add(sab); // each postMessage delivers a new object; a packet may be received more than once
+    return same;
   }
 
   /** Word index of slot `slot`'s first word. */
