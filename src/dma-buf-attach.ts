@@ -131,7 +131,7 @@ export class DmaBufAttachment {
       throw fail('EINVAL', syscall, 'importer ops need moveNotify');
     }
     if (!Number.isInteger(importerPriv)) throw fail('EINVAL', syscall, 'importerPriv must be an integer');
-    if (buf.resv.mutex.isHeldByMe()) throw fail('EDEADLK', syscall, 'called with the reservation lock held');
+    buf.assertNotLocked(syscall);
     const ops = buf.ops;
     const w = world();
     const slot = allocSlot(w, Kind.Attachment, syscall);
@@ -210,7 +210,7 @@ export class DmaBufAttachment {
 
   #assertHeld(syscall: string): void {
     this.#check(syscall);
-    if (!this.dmabuf.resv.mutex.isHeldByMe()) throw fail('EPERM', syscall, 'reservation lock not held (dma_resv_assert_held)');
+    this.dmabuf.assertLocked(syscall);
   }
 
   /**
@@ -317,7 +317,7 @@ export class DmaBufAttachment {
 
   #access(sgt: SgTable, dir: DmaDataDirection, syscall: string, op: ((a: DmaBufAttachment, s: SgTable, d: DmaDataDirection) => number | void) | undefined): void {
     this.#check(syscall);
-    if (this.dmabuf.resv.mutex.isHeldByMe()) throw fail('EDEADLK', syscall, 'called with the reservation lock held');
+    this.dmabuf.assertNotLocked(syscall);
     this.#record(sgt, syscall);
     opResult(op?.call(this.dmabuf.ops, this, sgt, dir), syscall, 'exporter access hook');
   }
@@ -329,7 +329,7 @@ export class DmaBufAttachment {
    */
   detach(): void {
     this.#check('dma_buf_detach');
-    if (this.dmabuf.resv.mutex.isHeldByMe()) throw fail('EDEADLK', 'dma_buf_detach', 'called with the reservation lock held');
+    this.dmabuf.assertNotLocked('dma_buf_detach');
     this.#live = false;
     unhold(world(), this.slot); // the release hook unlinks and calls the exporter
     this.dmabuf.close();
@@ -381,7 +381,7 @@ export function dmaBufDetach(buf: DmaBuf, attach: DmaBufAttachment): void {
  * in list order — at once in this thread, through shared memory elsewhere.
  */
 export function dmaBufMoveNotify(buf: DmaBuf, local: (slot: number) => DmaBufAttachment | undefined = localAttachment): void {
-  if (!buf.resv.mutex.isHeldByMe()) throw fail('EPERM', 'dma_buf_move_notify', 'reservation lock not held (dma_resv_assert_held)');
+  buf.assertLocked('dma_buf_move_notify');
   const w = world();
   const me = tid();
   for (let a = w.i32[w.base(buf.slot) + BUF_WORDS.B_ATTACH]!; a >= 0; a = w.i32[w.base(a) + A_NEXT]!) {

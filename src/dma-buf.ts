@@ -70,7 +70,6 @@ export const B_EXP_DATA = 48;
 export const EXPORTER_WORDS = 16;
 
 const FLAG_DYNAMIC = 1; // the exporter has pin/unpin
-const FLAG_REQUIRE_COHERENT = 2; // an importer asked for coherency (dma-buf-attach.ts)
 
 export const O_ACCMODE = 3;
 export const O_RDWR = 2;
@@ -145,11 +144,14 @@ function opsOf(w: World, slot: number): DmaBufOps {
   const gen = slotGen(w, slot);
   const hit = opsBySlot.get(slot);
   if (hit?.gen === gen) return hit.ops;
-  const name = readName(w, w.base(slot) + B_OPS_NAME, NAME_WORDS);
-  const ops = opsByName.get(name);
-  if (!ops) throw fail('ENODEV', 'dma_buf', `exporter '${name}' has no ops in this thread: load the module that registers them`);
+  const ops = opsByName.get(opsName(w, slot));
+  if (!ops) throw fail('ENODEV', 'dma_buf', `exporter '${opsName(w, slot)}' has no ops in this thread: load the module that registers them`);
   opsBySlot.set(slot, { gen, ops });
   return ops;
+}
+
+function opsName(w: World, slot: number): string {
+  return readName(w, w.base(slot) + B_OPS_NAME, NAME_WORDS);
 }
 
 function checkOps(info: DmaBufExportInfo): void {
@@ -373,7 +375,8 @@ export class DmaBuf extends FileHandle {
 
   /* ---- CPU access (§1.9) ---- */
 
-  #notLocked(syscall: string): void {
+  /** @internal §1.17: `syscall` must not hold the reservation lock. @throws EDEADLK (lockdep's might_lock). */
+  assertNotLocked(syscall: string): void {
     if (this.resv.mutex.isHeldByMe()) {
       throw fail('EDEADLK', syscall, 'called with the reservation lock held (kernel: lockdep might_lock)');
     }
@@ -401,7 +404,7 @@ export class DmaBuf extends FileHandle {
 
   #beginHook(dir: DmaDataDirection): DmaResvUsage {
     checkDir(dir, 'dma_buf_begin_cpu_access');
-    this.#notLocked('dma_buf_begin_cpu_access');
+    this.assertNotLocked('dma_buf_begin_cpu_access');
     opResult(this.ops.beginCpuAccess?.(this, dir), 'dma_buf_begin_cpu_access', 'exporter begin_cpu_access');
     return cpuAccessUsage(dir);
   }
@@ -409,7 +412,7 @@ export class DmaBuf extends FileHandle {
   /** dma_buf_end_cpu_access: the exporter's hook only; no fence interaction. */
   endCpuAccess(dir: DmaDataDirection): void {
     checkDir(dir, 'dma_buf_end_cpu_access');
-    this.#notLocked('dma_buf_end_cpu_access');
+    this.assertNotLocked('dma_buf_end_cpu_access');
     opResult(this.ops.endCpuAccess?.(this, dir), 'dma_buf_end_cpu_access', 'exporter end_cpu_access');
   }
 
@@ -440,7 +443,7 @@ export class DmaBuf extends FileHandle {
     if (pgoff + pages > Math.floor(this.size / PAGE_SIZE)) {
       throw fail('EINVAL', syscall, `pages ${pgoff}..${pgoff + pages} pass the end of a ${this.size}-byte buffer`);
     }
-    this.#notLocked(syscall);
+    this.assertNotLocked(syscall);
     return ops.mmap(this, pgoff, pages, shared);
   }
 
@@ -449,7 +452,8 @@ export class DmaBuf extends FileHandle {
     untrackMapping(view, 'munmap');
   }
 
-  #assertHeld(syscall: string): void {
+  /** @internal §1.17: `syscall` needs the reservation lock. @throws EPERM (dma_resv_assert_held). */
+  assertLocked(syscall: string): void {
     if (!this.resv.mutex.isHeldByMe()) throw fail('EPERM', syscall, 'reservation lock not held (dma_resv_assert_held)');
   }
 
@@ -458,7 +462,7 @@ export class DmaBuf extends FileHandle {
    * only the first vmap reaches the exporter. @throws EPERM (lock), EINVAL (no op), exporter errors.
    */
   vmap(): Uint8Array {
-    this.#assertHeld('dma_buf_vmap');
+    this.assertLocked('dma_buf_vmap');
     const ops = this.ops;
     if (!ops.vmap) throw fail('EINVAL', 'dma_buf_vmap', `exporter '${ops.name}' has no vmap`);
     const w = world();
@@ -476,7 +480,7 @@ export class DmaBuf extends FileHandle {
 
   /** dma_buf_vunmap (resv held). @throws EINVAL if not vmapped or `map` is not the mapping. */
   vunmap(map: Uint8Array): void {
-    this.#assertHeld('dma_buf_vunmap');
+    this.assertLocked('dma_buf_vunmap');
     const w = world();
     const at = w.base(this.slot) + B_VMAP;
     const cached = vmapCache.get(this.slot);
@@ -659,7 +663,7 @@ function bufferSize(w: World, slot: number): number {
 }
 
 /** @internal attachment-list words of buffer slot `slot` (dma-buf-attach.ts). */
-export const BUF_WORDS = { B_ATTACH, B_NATTACH, B_FLAGS, FLAG_REQUIRE_COHERENT } as const;
+export const BUF_WORDS = { B_ATTACH, B_NATTACH } as const;
 
 /* ---- release (§1.4) ---- */
 
@@ -671,19 +675,13 @@ function releaseBuffer(w: World, file: number, slot: number): void {
     Atomics.store(w.i32, b + B_VMAP, 0);
     vmapCache.delete(slot);
   }
-  const name = readName(w, b + B_OPS_NAME, NAME_WORDS);
-  const ops = opsByName.get(name);
-  if (ops) {
-    try {
-      ops.release(DmaBuf.forRelease(file));
-    } catch (e) {
-      process.emitWarning(`dma-buf exporter '${name}' release threw: ${String(e)}`, { code: 'DMABUF_WARN' });
-    }
-  } else {
-    process.emitWarning(`dma-buf of exporter '${name}' released in a thread without its ops: its memory is not returned`, {
-      code: 'DMABUF_WARN',
-    });
+  try {
+    opsOf(w, slot).release(DmaBuf.forRelease(file));
+  } catch (e) {
+    // ENODEV: released in a thread that never loaded the exporter; its memory is not returned.
+    process.emitWarning(`dma-buf exporter '${opsName(w, slot)}' release: ${String(e)}`, { code: 'DMABUF_WARN' });
   }
+  opsBySlot.delete(slot);
   unref(w, w.i32[b + B_RESV]!);
   unref(w, slot);
 }

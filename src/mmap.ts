@@ -56,11 +56,6 @@ export function trackMapping(view: Uint8Array, file: number, object = -1): Uint8
   return view;
 }
 
-/** The file a live mapping holds, or -1. */
-export function mappingFile(view: unknown): number {
-  return view instanceof Uint8Array ? (live.get(view)?.file ?? -1) : -1;
-}
-
 /** munmap: drop the mapping's hold on its file. @throws EINVAL if `view` is not a live mapping. */
 export function untrackMapping(view: unknown, syscall: string): void {
   const m = view instanceof Uint8Array ? live.get(view) : undefined;

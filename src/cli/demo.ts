@@ -10,7 +10,7 @@
  */
 import { deflateSync, crc32 } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker } from 'node:worker_threads';
 import * as U from '../uapi/index.js';
 import { RING, type StageConfig } from './demo-worker.js';
 
@@ -147,7 +147,6 @@ async function runZeroCopy(o: DemoOptions, cfgs: StageConfig[], latencies: numbe
 }
 
 async function runCopy(cfgs: StageConfig[], latencies: number[]): Promise<string> {
-  const { MessageChannel } = await import('node:worker_threads');
   const links = cfgs.slice(1).map(() => new MessageChannel());
   const ack = new MessageChannel();
   const workers = cfgs.map((cfg) => new Worker(new URL('./demo-copy-worker.js', import.meta.url), { workerData: { copyStage: cfg } }));
