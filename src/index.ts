@@ -16,6 +16,7 @@ export {
 export { SW_SYNC_HAS_DEADLINE_BIT, SwSyncTimeline, syncInfoText } from './sw-sync.js';
 export { liveObjects } from './shared/slab.js';
 export { MAX_PACKET_OBJECTS, type Packet } from './shared/packet.js';
+export { adoptWorld, worldMemory, type WorldMemory } from './shared/world.js';
 export { lockRecoveries } from './shared/mutex.js';
 export {
   allocPages, arenaStats, freePages, MAX_ORDER, orderFor, PAGE_SIZE, pageBytes, type ArenaStats,

@@ -22,10 +22,10 @@ import { fileGet, filePut } from './file.js';
 import { adoptAsHold, unhold } from './shared/slab.js';
 import { world } from './shared/world.js';
 
+/** What a live view holds; the record is also its FinalizationRegistry unregister token. */
 interface Mapping {
   readonly file: number;
   readonly object: number;
-  readonly token: object;
 }
 
 function dropMapping(file: number, object: number): void {
@@ -50,9 +50,9 @@ const collected = new FinalizationRegistry<[number, number]>(([file, object]) =>
 export function trackMapping(view: Uint8Array, file: number, object = -1): Uint8Array {
   fileGet(file);
   if (object >= 0) adoptAsHold(world(), object);
-  const token = {};
-  live.set(view, { file, object, token });
-  collected.register(view, [file, object], token);
+  const m: Mapping = { file, object };
+  live.set(view, m);
+  collected.register(view, [file, object], m);
   return view;
 }
 
@@ -61,6 +61,6 @@ export function untrackMapping(view: unknown, syscall: string): void {
   const m = view instanceof Uint8Array ? live.get(view) : undefined;
   if (!m) throw fail('EINVAL', syscall, 'not a live mapping (already unmapped, or not from mmap)');
   live.delete(view as Uint8Array);
-  collected.unregister(m.token);
+  collected.unregister(m);
   dropMapping(m.file, m.object);
 }

@@ -3,8 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { Worker } from 'node:worker_threads';
-import { DmaFence, liveObjects } from 'dmabuf';
+import { setEnvironmentData, Worker } from 'node:worker_threads';
+import { DmaFence, liveObjects, worldMemory } from 'dmabuf';
 
 const ops = { getDriverName: () => 'test', getTimelineName: () => 'shared' };
 const worker = (): Worker => new Worker(new URL('./workers/shared-worker.js', import.meta.url));
@@ -13,7 +13,7 @@ const reply = async (w: Worker): Promise<Record<string, unknown>> => (await once
 DmaFence.getStub().put();
 const baseline = liveObjects();
 
-test('a worker accepts every packet, not only the first (each postMessage clones the table SAB anew)', async () => {
+test('a worker accepts every packet, not only the first', async () => {
   const w = worker();
   const ctx = DmaFence.contextAlloc(1);
   const fences = [1, 2, 3].map((s) => DmaFence.init(ops, ctx, s));
@@ -23,6 +23,45 @@ test('a worker accepts every packet, not only the first (each postMessage clones
   }
   for (const f of fences) f.put();
   await w.terminate();
+});
+
+/** A Worker started as if before dmabuf was loaded (no table in its environment data). */
+function strangerWorker(): Worker {
+  setEnvironmentData('dmabuf:world', undefined);
+  try {
+    return new Worker(`
+      const { parentPort } = require('node:worker_threads');
+      parentPort.on('message', async ({ token, mem }) => {
+        process.removeAllListeners('warning'); // DMABUF_OWN_TABLE is expected when no memory is given
+        const D = await import('dmabuf');
+        try {
+          if (mem) D.adoptWorld(mem);
+          const f = D.DmaFence.receive(token);
+          parentPort.postMessage({ seqno: Number(f.seqno) });
+          f.put();
+        } catch (e) {
+          parentPort.postMessage({ code: e.code });
+        }
+      });`, { eval: true });
+  } finally {
+    setEnvironmentData('dmabuf:world', worldMemory());
+  }
+}
+
+test('a Worker started before dmabuf was loaded rejects packets (EINVAL) until it adopts worldMemory()', async () => {
+  const ctx = DmaFence.contextAlloc(1);
+  const f = DmaFence.init(ops, ctx, 7);
+  const stranger = strangerWorker();
+  const token = f.share();
+  stranger.postMessage({ token });
+  assert.deepEqual(await reply(stranger), { code: 'EINVAL' });
+  await stranger.terminate();
+  DmaFence.receive(token).put(); // the refused packet was not consumed: its reference is still in flight
+  const late = strangerWorker();
+  late.postMessage({ token: f.share(), mem: worldMemory() });
+  assert.deepEqual(await reply(late), { seqno: 7 });
+  await late.terminate();
+  f.put();
 });
 
 test('a fence slot reused after addCallback + signal + put still wakes a waiter in another thread', async () => {

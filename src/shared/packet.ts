@@ -5,15 +5,17 @@
  * way SCM_RIGHTS carries fds: while in flight the packet itself holds a reference
  * to every object (so the sender may drop its own at once), and it can be received
  * exactly once. The token is a plain structured-cloneable object: post it to a
- * Worker (or back) with `postMessage`. It carries the shared table too, so a
- * thread that has not joined yet adopts it on receipt.
+ * Worker (or back) with `postMessage`. It names the shared table by its id only
+ * (not its memory, which would be cloned on every post): the receiver must have
+ * joined that table (every Worker created after dmabuf was loaded has; see
+ * world.ts for the others).
  *
  * A packet that is never received keeps its objects alive (as an fd stuck in a
  * socket buffer would); there is no JS hook that sees a message being dropped.
  */
 import { fail } from '../errors.js';
 import { adoptAsHold, allocSlot, Kind, onRelease, ref, S_DATA, S_NEXT, slotGen, slotKind, unref } from './slab.js';
-import { adoptWorld, isWorldMemory, world, type World } from './world.js';
+import { H_TABLE_ID, world, type World } from './world.js';
 
 const PK_STATE = S_DATA + 0;
 const PK_COUNT = S_DATA + 1;
@@ -28,8 +30,9 @@ const RECEIVED = 1;
 /** The structured-cloneable token of a packet. */
 export interface Packet {
   readonly __dmabuf: 'packet';
-  readonly table: SharedArrayBuffer;
-  readonly arena: SharedArrayBuffer;
+  /** The shared table's 64-bit id, low and high words. */
+  readonly table0: number;
+  readonly table1: number;
   readonly slot: number;
   readonly gen: number;
   readonly count: number;
@@ -64,24 +67,32 @@ export function packSlots(slots: readonly number[], syscall: string): Packet {
   }
   const head = chain[0]!;
   // A plain object (freezing costs more than the rest of packing): the receiver checks every field anyway.
-  return { __dmabuf: 'packet', table: w.sab, arena: w.arena, slot: head, gen: slotGen(w, head), count: slots.length };
+  return {
+    __dmabuf: 'packet', table0: w.i32[H_TABLE_ID]!, table1: w.i32[H_TABLE_ID + 1]!, slot: head, gen: slotGen(w, head),
+    count: slots.length,
+  };
 }
 
 function isPacket(p: unknown): p is Packet {
   if (typeof p !== 'object' || p === null) return false;
   const o = p as Record<string, unknown>;
-  return o['__dmabuf'] === 'packet' && isWorldMemory(o) && Number.isInteger(o['slot'])
+  return o['__dmabuf'] === 'packet' && Number.isInteger(o['table0']) && Number.isInteger(o['table1']) && Number.isInteger(o['slot'])
     && Number.isInteger(o['gen']) && Number.isInteger(o['count']);
 }
 
 /**
  * Receive a packet: this thread now holds every object in it (one hold each).
  * @returns the object slots, in the order they were packed.
- * @throws EINVAL if it is not a packet, belongs to another table, or was already received.
+ * @throws EINVAL if it is not a packet, belongs to another table (this thread never
+ * joined the sender's), or was already received.
  */
 export function unpackSlots(p: unknown, syscall: string): number[] {
   if (!isPacket(p)) throw fail('EINVAL', syscall, 'not an fd packet');
-  const w = adoptWorld(p);
+  const w = world();
+  if (!w.hasId(p.table0, p.table1)) {
+    throw fail('EINVAL', syscall, 'packet comes from another shared table: this thread was started before its parent '
+      + 'loaded dmabuf (import it before creating Workers, or post worldMemory() and call adoptWorld() first)');
+  }
   if (p.slot < 0 || p.slot >= w.capacity || slotKind(w, p.slot) !== Kind.Packet || slotGen(w, p.slot) !== p.gen) {
     throw fail('EINVAL', syscall, 'packet was already received');
   }

@@ -9,8 +9,11 @@
  * Joining: the first thread to touch the library creates the table and publishes
  * it with `worker_threads.setEnvironmentData`, so every Worker created afterwards
  * (and their Workers) finds it at start-up. A thread that was started earlier, or
- * from a thread that never loaded the library, adopts the table carried inside the
- * first fd packet it receives (see uapi `receiveFds`), or can call `adoptWorld`.
+ * from a thread that never loaded the library, must be handed the memory
+ * explicitly: post `worldMemory()` to it and call `adoptWorld(mem)` there before
+ * anything else. Fd packets carry only the table's 64-bit id, not the memory:
+ * cloning two SharedArrayBuffers cost ~1 µs per post, which every buffer hand-off
+ * paid for the sake of a thread that joins once.
  *
  * Capacity is fixed at creation (`DMABUF_SLOTS`, default 65536 slots of 256 bytes:
  * 16 MiB): shared memory cannot move, and a full table answers ENOMEM as the
@@ -123,6 +126,11 @@ export class World {
     this.capacity = this.i32[H_CAPACITY]!;
     const mapAt = (SLOT_BASE + this.capacity * SLOT_WORDS) * 4;
     this.pageMap = new Uint8Array(sab, mapAt, this.i32[H_ARENA_MAX_PAGES]!);
+  }
+
+  /** True if `id0`, `id1` is this table's id (as packets carry it). */
+  hasId(id0: number, id1: number): boolean {
+    return id0 === this.i32[H_TABLE_ID] && id1 === this.i32[H_TABLE_ID + 1];
   }
 
   /** True if `sab` is (a clone of) this table. */
@@ -241,7 +249,13 @@ export function world(): World {
   return join(createMemory());
 }
 
-/** True if `m` is a table and an arena (as carried by environment data and packets). */
+/** The memory of this thread's world (joining first): post it to a Worker started too early, which passes it to `adoptWorld`. */
+export function worldMemory(): WorldMemory {
+  const w = world();
+  return { table: w.sab, arena: w.arena };
+}
+
+/** True if `m` is a table and an arena (as carried by environment data and `worldMemory()`). */
 export function isWorldMemory(m: unknown): m is WorldMemory {
   if (typeof m !== 'object' || m === null) return false;
   const o = m as Record<string, unknown>;
@@ -255,7 +269,7 @@ export function tid(): number {
 }
 
 /**
- * Adopt the table `sab` (from an fd packet). A thread that already uses a
+ * Adopt the table and arena `mem` (from `worldMemory()` in a thread that has them). A thread that already uses a
  * different table cannot switch: objects from two tables never mix (EXDEV-like,
  * reported as EINVAL).
  */
