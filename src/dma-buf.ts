@@ -31,6 +31,7 @@ import { DmaFence } from './dma-fence.js';
 import { unwrap } from './dma-fence-unwrap.js';
 import {
   DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, DmaResv, type DmaResvLocked, type DmaResvUsage,
+  dmaResvSlotHeldByMe,
 } from './dma-resv.js';
 import type { DmaBufAttachment } from './dma-buf-attach.js';
 import {
@@ -377,7 +378,8 @@ export class DmaBuf extends FileHandle {
 
   /** @internal §1.17: `syscall` must not hold the reservation lock. @throws EDEADLK (lockdep's might_lock). */
   assertNotLocked(syscall: string): void {
-    if (this.resv.mutex.isHeldByMe()) {
+    const w = world();
+    if (this.#resv ? this.#resv.mutex.isHeldByMe() : dmaResvSlotHeldByMe(w.i32[w.base(this.slot) + B_RESV]!)) {
       throw fail('EDEADLK', syscall, 'called with the reservation lock held (kernel: lockdep might_lock)');
     }
   }

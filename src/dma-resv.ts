@@ -41,6 +41,7 @@ import { fail } from './errors.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
 import { adoptAsHold, allocSlot, hold, Kind, onCountLive, slotKind, unhold, unref } from './shared/slab.js';
 import { world } from './shared/world.js';
+import { wwOwnedByMe } from './ww-mutex-words.js';
 import {
   wwMutexAt, wwMutexMigrate, wwMutexPrivate, type WwAcquireCtx, type WwLockOptions, type WwMutex,
 } from './ww-mutex.js';
@@ -53,6 +54,15 @@ export type DmaResvUsage = 0 | 1 | 2 | 3;
 const USAGE_NAMES = ['kernel', 'write', 'read', 'bookkeep'] as const;
 
 /** dma_resv_usage_rw: the usage a new read (false) or write (true) must wait on. */
+/**
+ * @internal True if this thread holds the lock of the shared reservation object in
+ * `slot` — the check a dma-buf call makes without building a handle for it.
+ */
+export function dmaResvSlotHeldByMe(slot: number): boolean {
+  const w = world();
+  return wwOwnedByMe(w, w.base(slot) + RV_WW);
+}
+
 export function dmaResvUsageRw(write: boolean): DmaResvUsage {
   return write ? DMA_RESV_USAGE_READ : DMA_RESV_USAGE_WRITE;
 }

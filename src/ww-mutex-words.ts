@@ -81,6 +81,11 @@ onJoin((w, t) => {
   me = t + 1;
 });
 
+/** True if this thread owns the ww-mutex whose words start at `at` (no handle needed). */
+export function wwOwnedByMe(w: World, at: number): boolean {
+  return (Atomics.load(w.i32, at + WW_OWNER) & WW_OWNER_MASK) === me;
+}
+
 /* ---- the lock algorithm on shared words ---- */
 
 /** One lock call in progress. */
