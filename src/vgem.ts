@@ -150,7 +150,12 @@ export const vgemBufOps: DmaBufOps = {
   release(buf) {
     unref(world(), buf.priv); // the object the buffer held
   },
-  mmap: pageBufferView,
+  // drm_gem_shmem_mmap: a copy-on-write (MAP_PRIVATE) mapping of a GEM object is EINVAL,
+  // through its dma-buf as through the DRM file.
+  mmap(buf, pgoff, pages, shared) {
+    if (!shared) throw fail('EINVAL', 'mmap', 'GEM objects cannot be mapped copy-on-write (MAP_PRIVATE)');
+    return pageBufferView(buf, pgoff, pages);
+  },
   vmap: pageBufferVmap,
 };
 registerDmaBufOps(vgemBufOps);

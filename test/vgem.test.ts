@@ -253,6 +253,7 @@ describe('PRIME', () => {
     const ro = mmap(b1, 4096, 0, U.PROT_READ);
     mmap(fd, 4096, mapDumb(fd, d.handle))[5] = 77;
     assert.equal(ro[5], 77);
+    assert.equal(errno(() => mmap(b2, 4096, 0, U.PROT_READ, U.MAP_PRIVATE)), 'EINVAL', 'no copy-on-write mapping via the dma-buf either');
   });
 
   test('import: the exporting file gets its handle back; another file gets a new handle to the same bytes', (t) => {
