@@ -1,0 +1,164 @@
+/**
+ * Pipeline benchmarks (the demo's camera → gpu → display over worker threads),
+ * each variant against the pipeline a user would otherwise write.
+ *
+ * Three stages, 2048×1024 RGBA frames (8 MiB), pools of DEPTH frames between
+ * stages, two workloads (src/cli/stage-work.ts):
+ *
+ * - *write*: the camera writes every word of every frame; the gpu stage and the
+ *   display touch the header (the display checks it: a mismatch fails the run);
+ * - *transport*: only the header is written and checked.
+ *
+ * Each in three variants doing the same work per frame: **dmabuf** (the demo's
+ * stages, src/cli/demo-worker.ts: heap buffers, SYNC START/END, a sw_sync point
+ * per stage and frame imported as READ/WRITE fences), **ring** (a hand-written
+ * SharedArrayBuffer + Atomics ring, bench/workers/ring-worker.ts) and **copy**
+ * (postMessage structured clones per hop, src/cli/demo-copy-worker.ts). All
+ * pipelines of a workload are started up front and measured round by round in
+ * turn (harness `benchInterleavedEach`); a round is a batch of frames run by an
+ * already-running pipeline (src/cli/pipeline.ts), timed from granting the frames
+ * to the display finishing the last one. Targets (issue 5): dmabuf ≥ 0.9× the
+ * ring's frames/s and ≥ 10× the copy pipeline's (write), ≥ 0.5× the ring's
+ * (transport).
+ *
+ * Then resident memory: the dmabuf transport pipeline runs 100,000 frames after a
+ * warm-up; the growth of RSS, of the shared object table and of the page arena
+ * over those frames is recorded (targets: under 4 MiB, none, none).
+ *
+ * Run through bench/run.ts, or alone: `node build-test/bench/pipeline.bench.js [--quick]`.
+ */
+import { pathToFileURL } from 'node:url';
+import { arenaStats, liveObjects, tableStats } from 'dmabuf';
+import { copyTransport, dmabufTransport } from '#cli/demo.js';
+import { Pipeline, type PipelineSpec, type StageConfig, type Transport } from '#cli/pipeline.js';
+import type { WorkMode } from '#cli/stage-work.js';
+import {
+  benchInterleavedEach, count, flags, group, pairedRatio, plan, suite, updateMarkdown, wants, wantsAny, writeResults,
+  type BenchOptions, type Result,
+} from './harness.js';
+import type { RingStageMsg } from './workers/ring-worker.js';
+
+const WIDTH = 2048;
+const HEIGHT = 1024;
+const DEPTH = 3;
+const GPUS = 1;
+const MiB = 2 ** 20;
+
+type Variant = 'dmabuf' | 'ring' | 'copy';
+const VARIANTS: readonly Variant[] = ['dmabuf', 'ring', 'copy'];
+
+/** The hand-written ring: pools of SharedArrayBuffers, one pool per stage output. */
+function ringTransport(cfgs: StageConfig[]): Transport {
+  const { depth, frameBytes, stageCount } = cfgs[0]!;
+  const pools = Array.from({ length: stageCount - 1 }, () => Array.from({ length: depth }, () => new SharedArrayBuffer(frameBytes)));
+  return {
+    script: new URL('./workers/ring-worker.js', import.meta.url),
+    key: 'ringStage',
+    wire: (cfg) => [{
+      ins: cfg.index > 0 ? pools[cfg.index - 1]! : [],
+      outs: cfg.index < stageCount - 1 ? pools[cfg.index]! : [],
+    } satisfies RingStageMsg, []],
+  };
+}
+
+function transport(v: Variant): (cfgs: StageConfig[]) => Transport {
+  return v === 'dmabuf' ? dmabufTransport('system') : v === 'ring' ? ringTransport : copyTransport;
+}
+
+function spec(work: WorkMode, frames: number): PipelineSpec {
+  return { width: WIDTH, height: HEIGHT, gpus: GPUS, depth: DEPTH, frames, work, latency: false };
+}
+
+/** Frames per round: about half a second each on the development machine. */
+function frameOpts(work: WorkMode, v: Variant): BenchOptions {
+  const frames = v === 'copy' ? 30 : work === 'write' ? 200 : 10_000;
+  return { iterations: frames, warmup: Math.ceil(frames / 4), rounds: 7, batch: true, quickIterations: Math.ceil(frames / 20) };
+}
+
+function name(work: WorkMode, v: Variant): string {
+  const what = { dmabuf: 'dmabuf: heap buffers + sync ioctls + sw_sync fences', ring: 'baseline: hand-written SharedArrayBuffer + Atomics ring', copy: 'baseline: postMessage structured clone per hop' }[v];
+  return `(${work}) ${what} (time per frame)`;
+}
+
+/** Frames per second of a result (a time per frame). */
+function fps(r: Result | undefined): number {
+  return r ? Math.round(1e9 / r.medianNs) : 0;
+}
+
+async function workload(work: WorkMode, title: string): Promise<void> {
+  group(title);
+  const names = VARIANTS.map((v) => name(work, v));
+  if (!wantsAny(names)) return;
+  const pipes: Array<Pipeline | undefined> = [];
+  try {
+    for (const [k, v] of VARIANTS.entries()) {
+      const p = plan(frameOpts(work, v));
+      pipes.push(wants(names[k]!) ? await Pipeline.start(spec(work, p.warmup + p.rounds * p.iterations), transport(v)) : undefined);
+    }
+    const [dmabuf, ring, copy] = await benchInterleavedEach(VARIANTS.map((v, k) => ({
+      name: names[k]!, fn: (n: number) => pipes[k]!.run(n), opts: frameOpts(work, v),
+    })));
+    for (const p of pipes) await p?.finish(); // every stage ran every frame, no mismatch
+    for (const [k, r] of [dmabuf, ring, copy].entries()) if (r) count(`${VARIANTS[k]} frames per second (${work})`, fps(r), 'frames/s');
+    // a / b of times per frame = b / a of frames per second
+    pairedRatio(`dmabuf / ring, frames per second (${work})`, ring, dmabuf, work === 'write' ? { op: '>=', value: 0.9 } : { op: '>=', value: 0.5 });
+    pairedRatio(`dmabuf / copy, frames per second (${work})`, copy, dmabuf, work === 'write' ? { op: '>=', value: 10 } : undefined);
+  } finally {
+    for (const p of pipes) await p?.close();
+  }
+}
+
+/* ---- resident memory over 100,000 frames ---- */
+
+const LONG_RUN = 100_000;
+const WARMUP = 10_000;
+const BATCH = 10_000;
+
+/** Resident set, shared-table slots ever used, and arena pages in use. */
+function usage(): { rss: number; slots: number; arenaPages: number } {
+  const a = arenaStats();
+  return { rss: process.memoryUsage.rss(), slots: tableStats().touched, arenaPages: a.grownPages - a.freePages };
+}
+
+async function memory(): Promise<void> {
+  group(`resident memory over ${LONG_RUN.toLocaleString('en-US')} frames, dmabuf transport pipeline (after ${WARMUP.toLocaleString('en-US')} frames of warm-up)`);
+  if (!wants('memory')) return;
+  const frames = flags.quick ? LONG_RUN / 10 : LONG_RUN;
+  const objects = liveObjects();
+  const p = await Pipeline.start(spec('transport', WARMUP + frames), transport('dmabuf'));
+  let before: ReturnType<typeof usage>;
+  let after: ReturnType<typeof usage>;
+  let seconds: number;
+  try {
+    await p.run(WARMUP);
+    before = usage();
+    const t0 = performance.now();
+    for (let done = 0; done < frames; done += BATCH) await p.run(Math.min(BATCH, frames - done));
+    seconds = (performance.now() - t0) / 1000;
+    after = usage();
+    await p.finish();
+  } finally {
+    await p.close();
+  }
+  count(`frames run after the warm-up${flags.quick ? ' (--quick: a tenth)' : ''}`, frames, 'frames');
+  count('time per frame over the long run', Math.round((seconds * 1e6) / frames), 'µs');
+  count('RSS growth', Math.round(((after.rss - before.rss) / MiB) * 10) / 10, 'MiB', { op: '<', value: 4 });
+  count('shared object table: slots ever used, growth', after.slots - before.slots, 'slots', { op: '==', value: 0 });
+  count('page arena: pages in use, growth', after.arenaPages - before.arenaPages, 'pages', { op: '==', value: 0 });
+  count('live objects after the pipeline closed, minus before it started', liveObjects() - objects, 'objects', { op: '==', value: 0 });
+}
+
+/** Run every pipeline benchmark (bench/run.ts calls this). */
+export async function run(): Promise<void> {
+  suite('pipeline');
+  console.log('pipeline');
+  const frame = `${WIDTH}×${HEIGHT} RGBA frames (8 MiB), camera → ${GPUS} gpu → display, pools of ${DEPTH}`;
+  await workload('write', `write: the camera writes every word, the other stages a header; ${frame}`);
+  await workload('transport', `transport: only the header is written; ${frame}`);
+  await memory();
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await run();
+  console.log(`wrote ${writeResults()} and ${updateMarkdown()}`);
+}
