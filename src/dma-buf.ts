@@ -174,10 +174,25 @@ export function opResult(r: number | void, syscall: string, what: string): void 
   if (typeof r === 'number' && r < 0) throw fail(errnoName(-r) as never, syscall, `${what} failed`);
 }
 
+/**
+ * Per thread: the handle fd-level calls use for each buffer file (`DmaBuf.borrow`),
+ * with the file slot's generation. A released buffer's entry is dropped by the
+ * releasing thread; stale ones elsewhere miss on the generation and are swept.
+ */
+const borrowed = new Map<number, { gen: number; buf: DmaBuf }>();
+let sweepAt = 64;
+
+function sweepBorrowed(w: World): void {
+  for (const [file, e] of borrowed) if (slotGen(w, file) !== e.gen) borrowed.delete(file);
+  sweepAt = 2 * borrowed.size + 64;
+}
+
 /** A handle on a dma-buf: one reference to its file. */
 export class DmaBuf extends FileHandle {
   #resv: DmaResv | undefined;
   #ops: DmaBufOps | undefined;
+  /** A handle of `borrow`: holds nothing, never closed. */
+  #borrowed = false;
 
   private constructor(file: number) {
     super(file, 'dma_buf');
@@ -229,6 +244,28 @@ export class DmaBuf extends FileHandle {
     return new DmaBuf(file);
   }
 
+  /**
+   * @internal the handle of this thread for a call on dma-buf file `file` made
+   * through an fd (uapi ioctl, mmap, poll): it borrows the fd's hold instead of
+   * taking one, and its resv borrows the buffer's reference, so a call pays no
+   * reference counting and builds no objects after the first. Valid while this
+   * thread holds the file; the caller must not keep it or close it.
+   * @throws EINVAL if `file` is not a dma-buf.
+   */
+  static borrow(file: number, syscall: string): DmaBuf {
+    const w = world();
+    const gen = slotGen(w, file);
+    const hit = borrowed.get(file);
+    if (hit?.gen === gen) return hit.buf;
+    expectFile(w, file, FileType.DmaBuf, syscall);
+    if (borrowed.size >= sweepAt) sweepBorrowed(w);
+    const buf = new DmaBuf(file);
+    buf.#borrowed = true;
+    buf.#resv = DmaResv.borrowSlot(w.i32[w.base(filePriv(w, file)) + B_RESV]!);
+    borrowed.set(file, { gen, buf });
+    return buf;
+  }
+
   /** True if file `slot` is a dma-buf. */
   static isDmaBuf(file: number): boolean {
     const w = world();
@@ -251,6 +288,7 @@ export class DmaBuf extends FileHandle {
    * vmapped; here that put is refused (EBUSY) and nothing changes.
    */
   override close(): void {
+    if (this.#borrowed) throw fail('EINVAL', 'dma_buf_put', 'a borrowed handle is never closed');
     const w = world();
     const file = this.file;
     const slot = this.slot;
@@ -267,6 +305,7 @@ export class DmaBuf extends FileHandle {
   }
 
   override forget(): number {
+    if (this.#borrowed) throw fail('EINVAL', 'dma_buf_fd', 'a borrowed handle holds no reference to give');
     this.#resv?.put();
     this.#resv = undefined;
     return super.forget();
@@ -682,6 +721,7 @@ function releaseBuffer(w: World, file: number, slot: number): void {
     process.emitWarning(`dma-buf exporter '${opsName(w, slot)}' release: ${String(e)}`, { code: 'DMABUF_WARN' });
   }
   opsBySlot.delete(slot);
+  borrowed.delete(file);
   unref(w, w.i32[b + B_RESV]!);
   unref(w, slot);
 }

@@ -156,6 +156,15 @@ export class DmaResv implements Disposable {
     return new DmaResv(slot);
   }
 
+  /**
+   * @internal a handle on resv slot `slot` that takes no hold, for a caller that
+   * keeps the object alive by other means for as long as it uses the handle (a
+   * buffer's own reference to its resv: DmaBuf.borrow). Never put() it.
+   */
+  static borrowSlot(slot: number): DmaResv {
+    return new DmaResv(slot);
+  }
+
   /** @internal the slot; a private object moves into the shared table now. @throws ENOMEM. */
   get slot(): number {
     this.#check();

@@ -28,13 +28,9 @@ import { registerPoll } from './poll.js';
 import { expectStruct, s32, u32, u64 } from './struct.js';
 import { registerDir, registerReadable } from './vfs.js';
 
+/** `fn` on this thread's handle for `file` (borrowed from the caller's fd: see DmaBuf.borrow). */
 function withBuf<T>(file: number, fn: (buf: DmaBuf) => T): T {
-  const buf = DmaBuf.fromFile(file, 'ioctl');
-  try {
-    return fn(buf);
-  } finally {
-    buf.close();
-  }
+  return fn(DmaBuf.borrow(file, 'ioctl'));
 }
 
 /** DMA_BUF_IOCTL_SYNC: flags checked, then begin (START) or end (END) CPU access. */
