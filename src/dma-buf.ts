@@ -28,6 +28,7 @@
  * when it happens through a close.
  */
 import { DmaFence } from './dma-fence.js';
+import { isContainer } from './dma-fence-array.js';
 import { unwrap } from './dma-fence-unwrap.js';
 import {
   DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, DmaResv, type DmaResvLocked, type DmaResvUsage,
@@ -167,6 +168,18 @@ function checkOps(info: DmaBufExportInfo): void {
   if (typeof ops.name !== 'string' || ops.name === '') throw fail('EINVAL', 'dma_buf_export', 'ops.name must be a non-empty string');
   if (!Number.isSafeInteger(info.size) || info.size < 0) throw fail('EINVAL', 'dma_buf_export', 'size must be a non-negative integer');
   if (info.resv !== undefined && !(info.resv instanceof DmaResv)) throw fail('EINVAL', 'dma_buf_export', 'resv is not a DmaResv');
+}
+
+/** Every leaf fence below container `fence`, each a new reference. */
+function leavesOf(fence: DmaFence): DmaFence[] {
+  const leaves: DmaFence[] = [];
+  try {
+    for (const leaf of unwrap(fence)) leaves.push(leaf.get());
+  } catch (e) {
+    for (const f of leaves) f.put();
+    throw e;
+  }
+  return leaves;
 }
 
 /** Turn an op's result (void, 0, or -errno) into an exception. */
@@ -600,21 +613,26 @@ export class DmaBuf extends FileHandle {
    * All slots are reserved first: on ENOMEM nothing is added.
    */
   importSyncFile(sf: SyncFile, write: boolean): void {
+    const usage = write ? DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ;
     const fence = sf.getFence();
     try {
-      const leaves: DmaFence[] = [];
-      for (const leaf of unwrap(fence)) leaves.push(leaf.get());
-      try {
-        if (leaves.length === 0) return;
-        this.withLock((locked) => {
-          locked.reserveFences(leaves.length);
-          for (const f of leaves) locked.addFence(f, write ? DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ);
-        });
-      } finally {
-        for (const f of leaves) f.put();
-      }
+      if (isContainer(fence)) this.#addFences(leavesOf(fence), usage, true);
+      else this.#addFences([fence], usage, false); // a plain fence is its own only leaf
     } finally {
       fence.put();
+    }
+  }
+
+  /** Reserve, then add `fences` with `usage`, under the lock; `put`: drop the references after. */
+  #addFences(fences: DmaFence[], usage: DmaResvUsage, put: boolean): void {
+    try {
+      if (fences.length === 0) return;
+      this.withLock((locked) => {
+        locked.reserveFences(fences.length);
+        for (const f of fences) locked.addFence(f, usage);
+      });
+    } finally {
+      if (put) for (const f of fences) f.put();
     }
   }
 
