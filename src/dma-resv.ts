@@ -360,6 +360,8 @@ export class DmaResv implements Disposable {
    * with timeout 0, when nothing was pending), 0 on timeout, -ERESTARTSYS if interrupted.
    */
   waitTimeout(usage: DmaResvUsage, timeoutMs: number, opts: WaitOptions = {}): number {
+    // Nothing pending (the common case of a CPU-access bracket): no snapshot, no references.
+    if (this.testSignaled(usage)) return timeoutMs === 0 ? 1 : timeoutMs;
     let left = timeoutMs;
     for (const f of this.getFences(usage)) {
       try {
@@ -375,6 +377,7 @@ export class DmaResv implements Disposable {
 
   /** Promise form of `waitTimeout`. */
   async waitTimeoutAsync(usage: DmaResvUsage, timeoutMs: number, opts: WaitOptions = {}): Promise<number> {
+    if (this.testSignaled(usage)) return timeoutMs === 0 ? 1 : timeoutMs;
     let left = timeoutMs;
     const fences = this.getFences(usage);
     try {
