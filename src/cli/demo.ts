@@ -59,22 +59,24 @@ export interface DmabufPools {
 
 /**
  * Frames in pools of `depth` buffers from heap `heap`, one pool per stage output,
- * handed to the stages as fd packets (demo-worker.ts). `into.pools` gets the fds.
+ * handed to the stages as fd packets (demo-worker.ts). Each pipeline started with
+ * it gets its own pools; `into.pools` is set to the latest one's fds.
  * @throws ENOENT (no such heap), the heap's allocation errors.
  */
-export function dmabufTransport(heap: string, into: DmabufPools = { pools: [] }): (cfgs: StageConfig[]) => Transport {
+export function dmabufTransport(heap: string, into?: DmabufPools): (cfgs: StageConfig[]) => Transport {
   return (cfgs) => {
     const { depth, frameBytes, stageCount } = cfgs[0]!;
+    const pools: number[][] = [];
     const heapFd = U.open(`/dev/dma_heap/${heap}`);
     try {
-      for (let p = 0; p < stageCount - 1; p++) into.pools.push(allocPool(heapFd, depth, frameBytes));
+      for (let p = 0; p < stageCount - 1; p++) pools.push(allocPool(heapFd, depth, frameBytes));
     } catch (e) {
-      for (const fd of into.pools.flat()) U.close(fd);
+      for (const fd of pools.flat()) U.close(fd);
       throw e;
     } finally {
       U.close(heapFd);
     }
-    const { pools } = into;
+    if (into) into.pools = pools;
     return {
       script: new URL('./demo-worker.js', import.meta.url),
       key: 'demoStage',
