@@ -36,6 +36,7 @@ import {
   benchInterleavedEach, count, flags, group, pairedRatio, plan, suite, updateMarkdown, wants, wantsAny, writeResults,
   type BenchOptions, type Result,
 } from './harness.js';
+import { getAffinity, kernelTid, parseCpuList, setAffinity } from './affinity.js';
 import type { RingStageMsg } from './workers/ring-worker.js';
 
 const WIDTH = 2048;
@@ -77,7 +78,7 @@ function frameOpts(work: WorkMode, v: Variant): BenchOptions {
 
 function name(work: WorkMode, v: Variant): string {
   const what = { dmabuf: 'dmabuf: heap buffers + sync ioctls + sw_sync fences', ring: 'baseline: hand-written SharedArrayBuffer + Atomics ring', copy: 'baseline: postMessage structured clone per hop' }[v];
-  return `(${work}) ${what} (time per frame)`;
+  return `(${work}) ${what}`;
 }
 
 /** Frames per second of a result (a time per frame). */
@@ -85,7 +86,33 @@ function fps(r: Result | undefined): number {
   return r ? Math.round(1e9 / r.medianNs) : 0;
 }
 
-async function workload(work: WorkMode, title: string): Promise<void> {
+/**
+ * Where the stages run: on this 2-core VM a hand-off between threads on two cores
+ * costs a cross-core wake-up (~20 µs), between threads sharing a core a context
+ * switch (~2 µs), and the scheduler moves threads between the two from run to run,
+ * so every variant's stages are pinned the same way (bench/affinity.ts).
+ * - `spread`: stage i on the i-th CPU this process may use, round robin (each
+ *   stage its own core where there are enough; on 2 cores the gpu stage has one
+ *   to itself);
+ * - `one core`: every stage on the last of those CPUs (contrast).
+ */
+type Placement = 'spread' | 'one core';
+
+/** The CPU of each of `n` stages under `placement`, or undefined if this process's CPUs cannot be read. */
+function stageCpus(placement: Placement, n: number): string[] | undefined {
+  const mine = getAffinity(kernelTid());
+  const cpus = mine === undefined ? [] : parseCpuList(mine);
+  if (cpus.length === 0) return undefined;
+  return Array.from({ length: n }, (_, i) => String(placement === 'spread' ? cpus[i % cpus.length] : cpus[cpus.length - 1]));
+}
+
+/** Pin every stage of `p` as `placement` says. False (nothing guaranteed) if taskset is not available. */
+function pin(p: Pipeline, placement: Placement): boolean {
+  const cpus = stageCpus(placement, p.tids.length);
+  return cpus !== undefined && p.tids.every((tid, i) => setAffinity(tid, cpus[i]!));
+}
+
+async function workload(work: WorkMode, placement: Placement, title: string, targets: boolean): Promise<void> {
   group(title);
   const names = VARIANTS.map((v) => name(work, v));
   if (!wantsAny(names)) return;
@@ -95,14 +122,16 @@ async function workload(work: WorkMode, title: string): Promise<void> {
       const p = plan(frameOpts(work, v));
       pipes.push(wants(names[k]!) ? await Pipeline.start(spec(work, p.warmup + p.rounds * p.iterations), transport(v)) : undefined);
     }
+    if (!pipes.every((p) => !p || pin(p, placement))) group(`${title} — NOT pinned (taskset failed)`);
     const [dmabuf, ring, copy] = await benchInterleavedEach(VARIANTS.map((v, k) => ({
       name: names[k]!, fn: (n: number) => pipes[k]!.run(n), opts: frameOpts(work, v),
     })));
     for (const p of pipes) await p?.finish(); // every stage ran every frame, no mismatch
     for (const [k, r] of [dmabuf, ring, copy].entries()) if (r) count(`${VARIANTS[k]} frames per second (${work})`, fps(r), 'frames/s');
     // a / b of times per frame = b / a of frames per second
-    pairedRatio(`dmabuf / ring, frames per second (${work})`, ring, dmabuf, work === 'write' ? { op: '>=', value: 0.9 } : { op: '>=', value: 0.5 });
-    pairedRatio(`dmabuf / copy, frames per second (${work})`, copy, dmabuf, work === 'write' ? { op: '>=', value: 10 } : undefined);
+    const write = work === 'write';
+    pairedRatio(`dmabuf / ring, frames per second (${work})`, ring, dmabuf, targets ? { op: '>=', value: write ? 0.9 : 0.5 } : undefined);
+    pairedRatio(`dmabuf / copy, frames per second (${work})`, copy, dmabuf, targets && write ? { op: '>=', value: 10 } : undefined);
   } finally {
     for (const p of pipes) await p?.close();
   }
@@ -153,8 +182,9 @@ export async function run(): Promise<void> {
   suite('pipeline');
   console.log('pipeline');
   const frame = `${WIDTH}×${HEIGHT} RGBA frames (8 MiB), camera → ${GPUS} gpu → display, pools of ${DEPTH}`;
-  await workload('write', `write: the camera writes every word, the other stages a header; ${frame}`);
-  await workload('transport', `transport: only the header is written; ${frame}`);
+  await workload('write', 'spread', `write: the camera writes every word, the other stages a header; ${frame}; stages spread over the cores (time per frame)`, true);
+  await workload('transport', 'spread', `transport: only the header is written; ${frame}; stages spread over the cores (time per frame)`, true);
+  await workload('transport', 'one core', `transport, every stage on one core (contrast; time per frame)`, false);
   await memory();
 }
 

@@ -19,6 +19,7 @@
  * Stages report to the main thread only at start, end, on errors and on
  * mismatches: nothing per frame (latency goes through latency.ts).
  */
+import { readlinkSync } from 'node:fs';
 import { parentPort, Worker, workerData, type TransferListItem } from 'node:worker_threads';
 import { LatencyLog } from './latency.js';
 import { StageControl } from './stage-control.js';
@@ -65,7 +66,8 @@ export interface Transport {
 
 /** Messages from a stage to the main thread. */
 export type StageMsg =
-  | { kind: 'ready' | 'done' }
+  | { kind: 'ready'; tid: number }
+  | { kind: 'done' }
   | { kind: 'mismatch'; f: number; what: string }
   | { kind: 'error'; code: string; message: string };
 
@@ -109,6 +111,8 @@ export class Pipeline {
   readonly control: StageControl;
   readonly latency: LatencyLog | undefined;
   readonly frames: number;
+  /** Kernel thread id of each stage (camera first), -1 where unknown; set once started. */
+  readonly tids: number[];
   readonly #workers: Worker[];
   readonly #transport: Transport;
   readonly #ended: Promise<void>;
@@ -123,7 +127,8 @@ export class Pipeline {
     this.frames = cfg.frames;
     this.#transport = transport;
     this.#workers = cfgs.map((c) => new Worker(transport.script, { workerData: { [transport.key]: c } }));
-    const watch = this.#workers.map((w) => watchStage(w));
+    this.tids = cfgs.map(() => -1);
+    const watch = this.#workers.map((w, i) => watchStage(w, (tid) => (this.tids[i] = tid)));
     this.#failed = Promise.race(watch.map((s) => s.failed));
     this.#failed.catch(() => {}); // observed through run/finish/ready
     this.#ended = Promise.all(watch.map((s) => s.ended)).then(() => {});
@@ -171,8 +176,8 @@ export class Pipeline {
   }
 }
 
-/** A stage's ready, ended and failed promises, from its messages and its exit. */
-function watchStage(w: Worker): { ready: Promise<void>; ended: Promise<void>; failed: Promise<never> } {
+/** A stage's ready, ended and failed promises, from its messages and its exit; `onTid` gets its kernel thread id. */
+function watchStage(w: Worker, onTid: (tid: number) => void): { ready: Promise<void>; ended: Promise<void>; failed: Promise<never> } {
   let ready!: () => void;
   let ended!: () => void;
   let failed!: (e: unknown) => void;
@@ -183,7 +188,10 @@ function watchStage(w: Worker): { ready: Promise<void>; ended: Promise<void>; fa
   };
   let done = false;
   w.on('message', (m: StageMsg) => {
-    if (m.kind === 'ready') ready();
+    if (m.kind === 'ready') {
+      onTid(m.tid);
+      ready();
+    }
     else if (m.kind === 'done') done = true;
     else failed(stageError(m));
   });
@@ -209,12 +217,21 @@ export function stageMain<M>(key: string, body: (cfg: StageConfig, msg: M, ready
   const post = (m: StageMsg): void => port.postMessage(m);
   port.once('message', (msg: M) => {
     Promise.resolve()
-      .then(() => body(cfg, msg, () => post({ kind: 'ready' })))
+      .then(() => body(cfg, msg, () => post({ kind: 'ready', tid: kernelTid() })))
       .then(() => post({ kind: 'done' }), (e: unknown) => {
         const err = e as { code?: string; message?: string };
         post({ kind: 'error', code: err.code ?? 'ERROR', message: err.message ?? String(e) });
       });
   });
+}
+
+/** The kernel thread id of the calling thread (for pinning it with taskset), or -1 without /proc. */
+export function kernelTid(): number {
+  try {
+    return Number(readlinkSync('/proc/thread-self').split('/').pop());
+  } catch {
+    return -1;
+  }
 }
 
 /** In a stage: report that frame `f` is not what it must be (counted, and an error for the main thread). */
