@@ -22,13 +22,13 @@
  * (transport).
  *
  * Then resident memory: the dmabuf transport pipeline runs 100,000 frames after a
- * warm-up; the growth of RSS, of the shared object table and of the page arena
- * over those frames is recorded (targets: under 4 MiB, none, none).
+ * warm-up, in a process of its own (bench/pipeline-memory.ts); the growth of RSS,
+ * of the shared object table and of the page arena over those frames is recorded
+ * (targets: under 4 MiB, none, none), and what is left once it closed.
  *
  * Run through bench/run.ts, or alone: `node build-test/bench/pipeline.bench.js [--quick]`.
  */
 import { pathToFileURL } from 'node:url';
-import { arenaStats, liveObjects, tableStats } from 'dmabuf';
 import { copyTransport, dmabufTransport } from '#cli/demo.js';
 import { Pipeline, type PipelineSpec, type StageConfig, type Transport } from '#cli/pipeline.js';
 import type { WorkMode } from '#cli/stage-work.js';
@@ -37,6 +37,7 @@ import {
   type BenchOptions, type Result,
 } from './harness.js';
 import { getAffinity, kernelTid, parseCpuList, setAffinity } from './affinity.js';
+import { largestRise, memoryRunChild } from './pipeline-memory.js';
 import type { RingStageMsg } from './workers/ring-worker.js';
 
 const WIDTH = 2048;
@@ -141,40 +142,21 @@ async function workload(work: WorkMode, placement: Placement, title: string, tar
 
 const LONG_RUN = 100_000;
 const WARMUP = 10_000;
-const BATCH = 10_000;
-
-/** Resident set, shared-table slots ever used, and arena pages in use. */
-function usage(): { rss: number; slots: number; arenaPages: number } {
-  const a = arenaStats();
-  return { rss: process.memoryUsage.rss(), slots: tableStats().touched, arenaPages: a.grownPages - a.freePages };
-}
 
 async function memory(): Promise<void> {
-  group(`resident memory over ${LONG_RUN.toLocaleString('en-US')} frames, dmabuf transport pipeline (after ${WARMUP.toLocaleString('en-US')} frames of warm-up)`);
+  group(`resident memory over ${LONG_RUN.toLocaleString('en-US')} frames, dmabuf transport pipeline, in a process of its own (after ${WARMUP.toLocaleString('en-US')} frames of warm-up)`);
   if (!wants('memory')) return;
   const frames = flags.quick ? LONG_RUN / 10 : LONG_RUN;
-  const objects = liveObjects();
-  const p = await Pipeline.start(spec('transport', WARMUP + frames), transport('dmabuf'));
-  let before: ReturnType<typeof usage>;
-  let after: ReturnType<typeof usage>;
-  let seconds: number;
-  try {
-    await p.run(WARMUP);
-    before = usage();
-    const t0 = performance.now();
-    for (let done = 0; done < frames; done += BATCH) await p.run(Math.min(BATCH, frames - done));
-    seconds = (performance.now() - t0) / 1000;
-    after = usage();
-    await p.finish();
-  } finally {
-    await p.close();
-  }
-  count(`frames run after the warm-up${flags.quick ? ' (--quick: a tenth)' : ''}`, frames, 'frames');
-  count('time per frame over the long run', Math.round((seconds * 1e6) / frames), 'µs');
-  count('RSS growth', Math.round(((after.rss - before.rss) / MiB) * 10) / 10, 'MiB', { op: '<', value: 4 });
-  count('shared object table: slots ever used, growth', after.slots - before.slots, 'slots', { op: '==', value: 0 });
-  count('page arena: pages in use, growth', after.arenaPages - before.arenaPages, 'pages', { op: '==', value: 0 });
-  count('live objects after the pipeline closed, minus before it started', liveObjects() - objects, 'objects', { op: '==', value: 0 });
+  const r = await memoryRunChild(WARMUP, frames);
+  count(`frames run after the warm-up${flags.quick ? ' (--quick: a tenth)' : ''}`, r.frames, 'frames');
+  count('time per frame over the long run (unpinned)', Math.round((r.seconds * 1e6) / r.frames), 'µs');
+  const mib = (bytes: number): number => Math.round((bytes / MiB) * 10) / 10;
+  count('RSS at the end minus after the warm-up', mib(r.after.rss - r.before.rss), 'MiB');
+  count('RSS: largest rise from one sample to a later one (every 10,000 frames)', mib(largestRise(r.rssSamples)), 'MiB', { op: '<', value: 4 });
+  count('shared object table: slots ever used, growth', r.after.slots - r.before.slots, 'slots', { op: '==', value: 0 });
+  count('page arena: pages in use, growth', r.after.arenaPages - r.before.arenaPages, 'pages', { op: '==', value: 0 });
+  count('live objects after the pipeline closed, minus before it started', r.objectsLeft, 'objects', { op: '==', value: 0 });
+  count('arena pages in use after the pipeline closed, minus before it started', r.arenaLeft, 'pages', { op: '==', value: 0 });
 }
 
 /** Run every pipeline benchmark (bench/run.ts calls this). */
