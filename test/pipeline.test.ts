@@ -104,6 +104,19 @@ describe('pipelines in worker threads', () => {
     }
   });
 
+  test('a pipeline asked for more frames than it was started for, or after close, refuses', async () => {
+    const p = await Pipeline.start({ width: 64, height: 64, gpus: 1, depth: 3, frames: 10, work: 'transport', latency: false }, dmabufTransport('system'));
+    try {
+      await assert.rejects(p.run(11), RangeError);
+      await p.run(10);
+      await assert.rejects(p.run(1), RangeError);
+      await p.finish();
+    } finally {
+      await p.close();
+    }
+    await assert.rejects(p.run(1), { code: 'EPIPE' });
+  });
+
   test('bad specs are RangeErrors naming the field', async () => {
     const bad: Array<[Partial<PipelineSpec>, RegExp]> = [
       [{ width: 0 }, /width/], [{ depth: 65 }, /depth/], [{ gpus: 1.5 }, /gpus/], [{ frames: -1 }, /frames/],

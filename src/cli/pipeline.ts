@@ -120,7 +120,7 @@ export class Pipeline {
   readonly #ready: Promise<void>;
   #closed = false;
 
-  private constructor(cfgs: StageConfig[], transport: Transport) {
+  private constructor(cfgs: StageConfig[], transport: Transport, wired: Array<[unknown, TransferListItem[]]>) {
     const cfg = cfgs[0]!;
     this.control = new StageControl(cfg.control, cfg.stageCount);
     this.latency = cfg.latency ? new LatencyLog(cfg.latency) : undefined;
@@ -133,16 +133,21 @@ export class Pipeline {
     this.#failed.catch(() => {}); // observed through run/finish/ready
     this.#ended = Promise.all(watch.map((s) => s.ended)).then(() => {});
     this.#ready = Promise.race([Promise.all(watch.map((s) => s.ready)).then(() => {}), this.#failed]);
-    this.#workers.forEach((w, i) => {
-      const [msg, transfer] = transport.wire(cfgs[i]!);
-      w.postMessage(msg, transfer);
-    });
+    this.#workers.forEach((w, i) => w.postMessage(...wired[i]!));
   }
 
   /** Start the stages of `spec` over `transport`; resolves once all are ready. @throws RangeError for a bad spec. */
   static async start(spec: PipelineSpec, transport: (cfgs: StageConfig[]) => Transport): Promise<Pipeline> {
     const cfgs = stageConfigs(spec);
-    const p = new Pipeline(cfgs, transport(cfgs));
+    const t = transport(cfgs);
+    let wired: Array<[unknown, TransferListItem[]]>;
+    try {
+      wired = cfgs.map((c) => t.wire(c)); // before any worker starts: a failure leaves nothing running
+    } catch (e) {
+      t.close?.();
+      throw e;
+    }
+    const p = new Pipeline(cfgs, t, wired);
     try {
       await p.#ready;
     } catch (e) {
@@ -152,8 +157,9 @@ export class Pipeline {
     return p;
   }
 
-  /** Run `n` more frames. @throws RangeError past `frames`, the first stage error (EBADMSG: a mismatch). */
+  /** Run `n` more frames. @throws RangeError past `frames`, EPIPE once closed, the first stage error (EBADMSG: a mismatch). */
   run(n: number): Promise<void> {
+    if (this.#closed) return Promise.reject(Object.assign(new Error('the pipeline is closed'), { code: 'EPIPE' }));
     const granted = this.control.granted;
     if (!Number.isInteger(n) || n < 1 || granted + n > this.frames) {
       return Promise.reject(new RangeError(`run(${n}): ${granted} of ${this.frames} frames granted already`));
