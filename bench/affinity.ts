@@ -13,16 +13,9 @@
  * throwing; callers then measure unpinned and say so.
  */
 import { execFileSync } from 'node:child_process';
-import { readlinkSync } from 'node:fs';
 
-/** The kernel thread id of the calling thread, or -1 if /proc is not there. */
-export function kernelTid(): number {
-  try {
-    return Number(readlinkSync('/proc/thread-self').split('/').pop());
-  } catch {
-    return -1;
-  }
-}
+/** The kernel thread id of the calling thread, or -1 if /proc is not there (shared with the pipeline stages). */
+export { kernelTid } from '#cli/pipeline.js';
 
 /** The CPU list thread `tid` may run on ("0,1", "0-3"), or undefined if it cannot be read. */
 export function getAffinity(tid: number): string | undefined {

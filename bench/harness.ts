@@ -12,7 +12,8 @@
  * - `benchInterleaved([{name, fn}, ...], opts)` measures several batch functions
  *   in alternating rounds (one round of each per block, the order reversed every
  *   other block), so all of them see the same machine state; `pairedRatio(...)`
- *   then compares two of them block by block.
+ *   then compares two of them block by block (results of `benchInterleavedEach`
+ *   too).
  * - `ratio(...)`, `pairedRatio(...)`, `absolute(...)`, `count(...)` record the
  *   comparisons a suite reports, each with an optional target (`met` says whether
  *   it was reached).
@@ -75,7 +76,7 @@ export interface Result {
   maxNs: number;
   opsPerRound: number;
   rounds: number;
-  /** Interleaved results only: ns per operation of each round, in block order. */
+  /** Interleaved results only (benchInterleaved, benchInterleavedEach): ns per operation of each round, in block order. */
   perRoundNs?: number[];
 }
 
@@ -338,6 +339,7 @@ export async function benchInterleavedEach(entries: readonly InterleavedEntry[])
       maxNs: Math.max(...xs),
       opsPerRound: plans[k]!.iterations,
       rounds,
+      perRoundNs: xs,
     };
     results.push(res);
     console.log(
@@ -391,7 +393,7 @@ export function pairedRatio(name: string, a: Result | undefined, b: Result | und
   if (!a || !b) return undefined;
   const ra = a.perRoundNs;
   const rb = b.perRoundNs;
-  if (!ra || !rb || ra.length !== rb.length) throw new Error(`pairedRatio ${name}: both results must come from one benchInterleaved`);
+  if (!ra || !rb || ra.length !== rb.length) throw new Error(`pairedRatio ${name}: both results must come from one benchInterleaved or benchInterleavedEach`);
   const value = median(ra.map((x, i) => x / rb[i]!));
   return record({ name, kind: 'ratio', value, numerator: a.name, denominator: b.name }, target);
 }

@@ -28,6 +28,7 @@
  * when it happens through a close.
  */
 import { DmaFence } from './dma-fence.js';
+import { isContainer } from './dma-fence-array.js';
 import { unwrap } from './dma-fence-unwrap.js';
 import {
   DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, DmaResv, type DmaResvLocked, type DmaResvUsage,
@@ -170,15 +171,42 @@ function checkOps(info: DmaBufExportInfo): void {
   if (info.resv !== undefined && !(info.resv instanceof DmaResv)) throw fail('EINVAL', 'dma_buf_export', 'resv is not a DmaResv');
 }
 
+/** Every leaf fence below container `fence`, each a new reference. */
+function leavesOf(fence: DmaFence): DmaFence[] {
+  const leaves: DmaFence[] = [];
+  try {
+    for (const leaf of unwrap(fence)) leaves.push(leaf.get());
+  } catch (e) {
+    for (const f of leaves) f.put();
+    throw e;
+  }
+  return leaves;
+}
+
 /** Turn an op's result (void, 0, or -errno) into an exception. */
 export function opResult(r: number | void, syscall: string, what: string): void {
   if (typeof r === 'number' && r < 0) throw fail(errnoName(-r) as never, syscall, `${what} failed`);
+}
+
+/**
+ * Per thread: the handle fd-level calls use for each buffer file (`DmaBuf.borrow`),
+ * with the file slot's generation. A released buffer's entry is dropped by the
+ * releasing thread; stale ones elsewhere miss on the generation and are swept.
+ */
+const borrowed = new Map<number, { gen: number; buf: DmaBuf }>();
+let sweepAt = 64;
+
+function sweepBorrowed(w: World): void {
+  for (const [file, e] of borrowed) if (slotGen(w, file) !== e.gen) borrowed.delete(file);
+  sweepAt = 2 * borrowed.size + 64;
 }
 
 /** A handle on a dma-buf: one reference to its file. */
 export class DmaBuf extends FileHandle {
   #resv: DmaResv | undefined;
   #ops: DmaBufOps | undefined;
+  /** A handle of `borrow`: holds nothing, never closed. */
+  #borrowed = false;
 
   private constructor(file: number) {
     super(file, 'dma_buf');
@@ -230,6 +258,28 @@ export class DmaBuf extends FileHandle {
     return new DmaBuf(file);
   }
 
+  /**
+   * @internal the handle of this thread for a call on dma-buf file `file` made
+   * through an fd (uapi ioctl, mmap, poll): it borrows the fd's hold instead of
+   * taking one, and its resv borrows the buffer's reference, so a call pays no
+   * reference counting and builds no objects after the first. Valid while this
+   * thread holds the file; the caller must not keep it or close it.
+   * @throws EINVAL if `file` is not a dma-buf.
+   */
+  static borrow(file: number, syscall: string): DmaBuf {
+    const w = world();
+    const gen = slotGen(w, file);
+    const hit = borrowed.get(file);
+    if (hit?.gen === gen) return hit.buf;
+    expectFile(w, file, FileType.DmaBuf, syscall);
+    if (borrowed.size >= sweepAt) sweepBorrowed(w);
+    const buf = new DmaBuf(file);
+    buf.#borrowed = true;
+    buf.#resv = DmaResv.borrowSlot(w.i32[w.base(filePriv(w, file)) + B_RESV]!);
+    borrowed.set(file, { gen, buf });
+    return buf;
+  }
+
   /** True if file `slot` is a dma-buf. */
   static isDmaBuf(file: number): boolean {
     const w = world();
@@ -252,6 +302,7 @@ export class DmaBuf extends FileHandle {
    * vmapped; here that put is refused (EBUSY) and nothing changes.
    */
   override close(): void {
+    if (this.#borrowed) throw fail('EINVAL', 'dma_buf_put', 'a borrowed handle is never closed');
     const w = world();
     const file = this.file;
     const slot = this.slot;
@@ -268,6 +319,7 @@ export class DmaBuf extends FileHandle {
   }
 
   override forget(): number {
+    if (this.#borrowed) throw fail('EINVAL', 'dma_buf_fd', 'a borrowed handle holds no reference to give');
     this.#resv?.put();
     this.#resv = undefined;
     return super.forget();
@@ -563,21 +615,26 @@ export class DmaBuf extends FileHandle {
    * All slots are reserved first: on ENOMEM nothing is added.
    */
   importSyncFile(sf: SyncFile, write: boolean): void {
+    const usage = write ? DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ;
     const fence = sf.getFence();
     try {
-      const leaves: DmaFence[] = [];
-      for (const leaf of unwrap(fence)) leaves.push(leaf.get());
-      try {
-        if (leaves.length === 0) return;
-        this.withLock((locked) => {
-          locked.reserveFences(leaves.length);
-          for (const f of leaves) locked.addFence(f, write ? DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ);
-        });
-      } finally {
-        for (const f of leaves) f.put();
-      }
+      if (isContainer(fence)) this.#addFences(leavesOf(fence), usage, true);
+      else this.#addFences([fence], usage, false); // a plain fence is its own only leaf
     } finally {
       fence.put();
+    }
+  }
+
+  /** Reserve, then add `fences` with `usage`, under the lock; `put`: drop the references after. */
+  #addFences(fences: DmaFence[], usage: DmaResvUsage, put: boolean): void {
+    try {
+      if (fences.length === 0) return;
+      this.withLock((locked) => {
+        locked.reserveFences(fences.length);
+        for (const f of fences) locked.addFence(f, usage);
+      });
+    } finally {
+      if (put) for (const f of fences) f.put();
     }
   }
 
@@ -684,6 +741,7 @@ function releaseBuffer(w: World, file: number, slot: number): void {
     process.emitWarning(`dma-buf exporter '${opsName(w, slot)}' release: ${String(e)}`, { code: 'DMABUF_WARN' });
   }
   opsBySlot.delete(slot);
+  borrowed.delete(file);
   unref(w, w.i32[b + B_RESV]!);
   unref(w, slot);
 }

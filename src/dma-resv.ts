@@ -166,6 +166,15 @@ export class DmaResv implements Disposable {
     return new DmaResv(slot);
   }
 
+  /**
+   * @internal a handle on resv slot `slot` that takes no hold, for a caller that
+   * keeps the object alive by other means for as long as it uses the handle (a
+   * buffer's own reference to its resv: DmaBuf.borrow). Never put() it.
+   */
+  static borrowSlot(slot: number): DmaResv {
+    return new DmaResv(slot);
+  }
+
   /** @internal the slot; a private object moves into the shared table now. @throws ENOMEM. */
   get slot(): number {
     this.#check();
@@ -361,6 +370,8 @@ export class DmaResv implements Disposable {
    * with timeout 0, when nothing was pending), 0 on timeout, -ERESTARTSYS if interrupted.
    */
   waitTimeout(usage: DmaResvUsage, timeoutMs: number, opts: WaitOptions = {}): number {
+    // Nothing pending (the common case of a CPU-access bracket): no snapshot, no references.
+    if (this.testSignaled(usage)) return timeoutMs === 0 ? 1 : timeoutMs;
     let left = timeoutMs;
     for (const f of this.getFences(usage)) {
       try {
@@ -376,6 +387,7 @@ export class DmaResv implements Disposable {
 
   /** Promise form of `waitTimeout`. */
   async waitTimeoutAsync(usage: DmaResvUsage, timeoutMs: number, opts: WaitOptions = {}): Promise<number> {
+    if (this.testSignaled(usage)) return timeoutMs === 0 ? 1 : timeoutMs;
     let left = timeoutMs;
     const fences = this.getFences(usage);
     try {

@@ -14,7 +14,7 @@ export {
   DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, DMA_FENCE_FLAG_USER_BITS,
 } from './dma-fence-slot.js';
 export { SW_SYNC_HAS_DEADLINE_BIT, SwSyncTimeline, syncInfoText } from './sw-sync.js';
-export { liveObjects } from './shared/slab.js';
+export { liveObjects, tableStats, type TableStats } from './shared/slab.js';
 export { MAX_PACKET_OBJECTS, type Packet } from './shared/packet.js';
 export { adoptWorld, worldMemory, type WorldMemory } from './shared/world.js';
 export { lockRecoveries } from './shared/mutex.js';

@@ -161,6 +161,15 @@ test('integers convert as C converts them, from numbers and bigints', () => {
   assert.equal(S.u64Number({ v: Number.MAX_SAFE_INTEGER }, 'v', 'ioctl'), Number.MAX_SAFE_INTEGER);
   assert.equal(S.u64Number({ v: -1 }, 'v', 'ioctl'), 2 ** 64);
   assert.ok(Number.isFinite(S.u64Number({ v: -1n }, 'v', 'ioctl')));
+  // u64Flags: the value below 2^32, else -1 (all bits: any unknown-bit test fails)
+  assert.equal(S.u64Flags({ v: 5 }, 'v', 'ioctl'), 5);
+  assert.equal(S.u64Flags({ v: 5n }, 'v', 'ioctl'), 5);
+  assert.equal(S.u64Flags({}, 'v', 'ioctl'), 0);
+  assert.equal(S.u64Flags({ v: 0xffffffff }, 'v', 'ioctl'), 0xffffffff);
+  assert.equal(S.u64Flags({ v: 2 ** 32 }, 'v', 'ioctl'), -1);
+  assert.equal(S.u64Flags({ v: 2n ** 64n + 4n }, 'v', 'ioctl'), 4); // wrapped modulo 2^64, as u64
+  assert.equal(S.u64Flags({ v: -1 }, 'v', 'ioctl'), -1);
+  assert.equal(S.u64Flags({ v: (1n << 40n) | 1n }, 'v', 'ioctl'), -1);
 });
 
 const WRONG = ['1', '', true, false, null, {}, [], [1], 1.5, -0.5, NaN, Infinity, -Infinity, Symbol('x'), () => 1];
@@ -173,6 +182,7 @@ test('integer fields of the wrong JS type fail with EFAULT', () => {
     throwsCode(() => S.u64(s, 'v', 'ioctl'), 'EFAULT');
     throwsCode(() => S.s64(s, 'v', 'ioctl'), 'EFAULT');
     throwsCode(() => S.u64Number(s, 'v', 'ioctl'), 'EFAULT');
+    throwsCode(() => S.u64Flags(s, 'v', 'ioctl'), 'EFAULT');
   }
 });
 

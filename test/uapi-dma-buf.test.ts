@@ -59,7 +59,7 @@ describe('DMA_BUF_IOCTL_SYNC', () => {
 
   test('unknown bits or neither READ nor WRITE → EINVAL; a wrong argument → EFAULT', () => {
     const fd = heapBuf();
-    for (const flags of [8, 0x10 | U.DMA_BUF_SYNC_READ, 1n << 40n | 1n, 0, U.DMA_BUF_SYNC_END]) {
+    for (const flags of [8, 0x10 | U.DMA_BUF_SYNC_READ, 1n << 40n | 1n, 2 ** 32 + 1, -1, 0, U.DMA_BUF_SYNC_END]) {
       assert.throws(() => sync(fd, flags), { code: 'EINVAL' }, `flags ${flags}`);
     }
     assert.throws(() => U.ioctl(fd, U.DMA_BUF_IOCTL_SYNC, 1), { code: 'EFAULT' });

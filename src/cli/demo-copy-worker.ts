@@ -1,15 +1,23 @@
 /**
  * DOC: the demo pipeline's `--copy` stages — what users do without dmabuf
  *
- * The same camera → gpu × n → display pipeline and the same work per frame, but
- * every hand-off posts the frame to the next stage's MessagePort as a structured
- * clone: one copy of the whole frame per hop. At most `depth` frames are in flight
- * (the display acknowledges each frame to the camera), as with the buffer pool.
+ * The same camera → gpu × n → display pipeline and the same work per frame
+ * (stage-work.ts), but every hand-off posts the frame to the next stage's
+ * MessagePort as a structured clone: one copy of the whole frame per hop. The
+ * camera writes into one array of its own (the clone is the copy); a gpu stage
+ * works in place on the clone it received and posts it on. At most `depth`
+ * frames are in flight (the display acknowledges each frame to the camera), as
+ * with the buffer pools; the camera starts frames as the control block's budget
+ * allows (stage-control.ts).
  */
-import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { checksum, fillFrame, INVERT, RING, type StageConfig } from './demo-worker.js';
+import type { MessagePort } from 'node:worker_threads';
+import { LatencyLog } from './latency.js';
+import { reportMismatch, stageMain, type StageConfig } from './pipeline.js';
+import { StageControl } from './stage-control.js';
+import { stageWork, type StageWork } from './stage-work.js';
 
-interface CopyPorts {
+/** The first message of a copy stage (its ports are in the transfer list). */
+export interface CopyPorts {
   /** Frames come in here (not for the camera). */
   input?: MessagePort;
   /** Frames go out here (not for the display). */
@@ -20,73 +28,85 @@ interface CopyPorts {
 
 interface Frame {
   f: number;
-  bytes: Uint8Array;
+  words: Uint32Array;
 }
 
-function runCamera(cfg: StageConfig, ports: CopyPorts): void {
-  const sums = new Uint32Array(cfg.sums);
-  const stamps = new Float64Array(cfg.stamps);
-  const key = cfg.gpus % 2 === 1 ? INVERT : 0;
+interface Stage {
+  cfg: StageConfig;
+  ports: CopyPorts;
+  ctl: StageControl;
+  work: StageWork;
+  latency: LatencyLog | undefined;
+}
+
+function runCamera({ cfg, ports, ctl, work, latency }: Stage): Promise<void> {
+  const words = new Uint32Array(cfg.frameBytes / 4);
   let sent = 0;
   let acked = 0;
-  const pump = (): void => {
-    while (sent < cfg.frames && sent - acked < cfg.depth) {
-      const words = new Uint32Array(cfg.frameBytes / 4);
-      sums[sent % RING] = fillFrame(words, sent, cfg.width, key);
-      const bytes = new Uint8Array(words.buffer);
-      stamps[sent % RING] = performance.timeOrigin + performance.now();
-      ports.output!.postMessage({ f: sent, bytes }); // structured clone: a copy
-      sent++;
-    }
-    if (acked === cfg.frames) done(ports);
-  };
-  ports.ack!.on('message', () => {
-    acked++;
+  let waiting = false;
+  return new Promise((resolve) => {
+    const pump = (): void => {
+      const budget = ctl.granted;
+      while (sent < budget && sent - acked < cfg.depth) {
+        work.produce(words, sent);
+        latency?.stamp(sent);
+        ctl.submitted(0);
+        ports.output!.postMessage({ f: sent, words } satisfies Frame); // structured clone: a copy
+        sent++;
+      }
+      if (acked === cfg.frames) resolve();
+      else if (sent === budget && sent < cfg.frames && !waiting) {
+        waiting = true;
+        void ctl.whenGranted(budget).then(() => {
+          waiting = false;
+          pump();
+        });
+      }
+    };
+    ports.ack!.on('message', () => {
+      acked++;
+      pump();
+    });
     pump();
   });
-  pump();
 }
 
-function runGpu(ports: CopyPorts): void {
-  ports.input!.on('message', ({ f, bytes }: Frame) => {
-    const src = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-    const out = new Uint32Array(src.length);
-    for (let i = 0; i < src.length; i++) out[i] = src[i]! ^ INVERT;
-    ports.output!.postMessage({ f, bytes: new Uint8Array(out.buffer) });
+function runGpu({ cfg, ports, ctl, work }: Stage): Promise<void> {
+  ports.input!.on('message', ({ f, words }: Frame) => {
+    work.process(words, words, f);
+    ctl.submitted(cfg.index);
+    ports.output!.postMessage({ f, words } satisfies Frame);
   });
-  ports.input!.on('close', () => done(ports));
+  return new Promise((resolve) => ports.input!.on('close', resolve));
 }
 
-function runDisplay(cfg: StageConfig, ports: CopyPorts): void {
-  const sums = new Uint32Array(cfg.sums);
-  const stamps = new Float64Array(cfg.stamps);
-  const ctl = new Int32Array(cfg.control);
+function runDisplay({ cfg, ports, ctl, work, latency }: Stage): Promise<void> {
   let seen = 0;
-  ports.input!.on('message', ({ f, bytes }: Frame) => {
-    const got = checksum(new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4));
-    if (got !== sums[f % RING]) {
-      Atomics.add(ctl, cfg.stageCount + 1, 1);
-      parentPort!.postMessage({ kind: 'mismatch', f, expected: sums[f % RING], got });
-    }
-    parentPort!.postMessage({ kind: 'frame', f, latencyMs: performance.timeOrigin + performance.now() - stamps[f % RING]! });
-    Atomics.add(ctl, cfg.stageCount, 1);
-    ports.ack!.postMessage(f);
-    if (++seen === cfg.frames) done(ports);
+  return new Promise((resolve) => {
+    ports.input!.on('message', ({ f, words }: Frame) => {
+      const wrong = work.check(words, f);
+      if (wrong !== undefined) reportMismatch(ctl, f, wrong);
+      latency?.record(f);
+      ctl.frameDone(f);
+      ports.ack!.postMessage(f);
+      if (++seen === cfg.frames) resolve();
+    });
   });
 }
 
-function done(ports: CopyPorts): void {
-  parentPort!.postMessage({ kind: 'done' });
-  ports.input?.close();
-  ports.output?.close();
-  ports.ack?.close();
-}
-
-if (parentPort && workerData?.copyStage) {
-  parentPort.once('message', (ports: CopyPorts) => {
-    const cfg = workerData.copyStage as StageConfig;
-    if (cfg.role === 'camera') runCamera(cfg, ports);
-    else if (cfg.role === 'gpu') runGpu(ports);
-    else runDisplay(cfg, ports);
-  });
-}
+stageMain<CopyPorts>('copyStage', async (cfg, ports, ready) => {
+  const stage: Stage = {
+    cfg, ports, ctl: new StageControl(cfg.control, cfg.stageCount), work: stageWork(cfg),
+    latency: cfg.latency ? new LatencyLog(cfg.latency) : undefined,
+  };
+  ready();
+  try {
+    if (cfg.role === 'camera') await runCamera(stage);
+    else if (cfg.role === 'gpu') await runGpu(stage);
+    else await runDisplay(stage);
+  } finally {
+    ports.input?.close();
+    ports.output?.close();
+    ports.ack?.close();
+  }
+});

@@ -10,9 +10,12 @@
  */
 import { deflateSync, crc32 } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
-import { MessageChannel, Worker } from 'node:worker_threads';
+import { MessageChannel } from 'node:worker_threads';
 import * as U from '../uapi/index.js';
-import { RING, type StageConfig } from './demo-worker.js';
+import type { CopyPorts } from './demo-copy-worker.js';
+import type { DmabufStageMsg } from './demo-worker.js';
+import { latencyPercentiles, type LatencyPercentiles } from './latency.js';
+import { Pipeline, type PipelineSpec, type StageConfig, type Transport } from './pipeline.js';
 
 export interface DemoOptions {
   width: number;
@@ -34,50 +37,13 @@ export interface DemoResult {
   frames: number;
   seconds: number;
   fps: number;
-  latencyMs: { p50: number; p90: number; p99: number };
+  latencyMs: LatencyPercentiles;
   mismatches: number;
   /** bufinfo while the pools were alive (dmabuf mode). */
   bufinfo: string;
 }
 
-interface StageMsg {
-  kind: 'frame' | 'mismatch' | 'done' | 'error';
-  f?: number;
-  latencyMs?: number;
-  code?: string;
-  message?: string;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : 0;
-}
-
-function stageConfigs(o: DemoOptions, shared: Pick<StageConfig, 'control' | 'sums' | 'stamps'>): StageConfig[] {
-  const count = o.stages + 2;
-  return Array.from({ length: count }, (_, i) => ({
-    role: i === 0 ? 'camera' : i === count - 1 ? 'display' : 'gpu',
-    index: i, frames: o.frames, depth: o.depth, frameBytes: o.width * o.height * 4, width: o.width,
-    stageCount: count, gpus: o.stages, ...shared,
-  }));
-}
-
-/** Start the stage workers; resolves when all are done, rejects on the first error. */
-function runStages(workers: Worker[], onFrame: (latencyMs: number) => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let left = workers.length;
-    for (const w of workers) {
-      w.on('message', (m: StageMsg) => {
-        if (m.kind === 'frame') onFrame(m.latencyMs!);
-        else if (m.kind === 'mismatch') reject(Object.assign(new Error(`frame ${m.f}: content mismatch`), { code: 'EBADMSG' }));
-        else if (m.kind === 'error') reject(Object.assign(new Error(m.message), { code: m.code }));
-        else if (--left === 0) resolve();
-      });
-      w.on('error', reject);
-    }
-  });
-}
-
-/** Allocate `count` buffers of `bytes` from heap `heap` (uapi). */
+/** Allocate `count` buffers of `bytes` from the heap open at `heapFd` (uapi). */
 function allocPool(heapFd: number, count: number, bytes: number): number[] {
   return Array.from({ length: count }, () => {
     const data = { len: bytes, fd: 0, fd_flags: U.O_RDWR | U.O_CLOEXEC, heap_flags: 0 };
@@ -86,84 +52,109 @@ function allocPool(heapFd: number, count: number, bytes: number): number[] {
   });
 }
 
+/** The dmabuf transport's buffers: pool p sits between stage p and stage p + 1. */
+export interface DmabufPools {
+  pools: number[][];
+}
+
+/**
+ * Frames in pools of `depth` buffers from heap `heap`, one pool per stage output,
+ * handed to the stages as fd packets (demo-worker.ts). Each pipeline started with
+ * it gets its own pools; `into.pools` is set to the latest one's fds.
+ * @throws ENOENT (no such heap), the heap's allocation errors.
+ */
+export function dmabufTransport(heap: string, into?: DmabufPools): (cfgs: StageConfig[]) => Transport {
+  return (cfgs) => {
+    const { depth, frameBytes, stageCount } = cfgs[0]!;
+    const pools: number[][] = [];
+    const heapFd = U.open(`/dev/dma_heap/${heap}`);
+    try {
+      for (let p = 0; p < stageCount - 1; p++) pools.push(allocPool(heapFd, depth, frameBytes));
+    } catch (e) {
+      for (const fd of pools.flat()) U.close(fd);
+      throw e;
+    } finally {
+      U.close(heapFd);
+    }
+    if (into) into.pools = pools;
+    return {
+      script: new URL('./demo-worker.js', import.meta.url),
+      key: 'demoStage',
+      wire: (cfg) => [{
+        inFds: U.sendFds(cfg.index > 0 ? pools[cfg.index - 1]! : []),
+        outFds: U.sendFds(cfg.index < stageCount - 1 ? pools[cfg.index]! : []),
+      } satisfies DmabufStageMsg, []],
+      close: () => {
+        for (const fd of pools.flat()) U.close(fd);
+      },
+    };
+  };
+}
+
+/** Frames as structured clones over MessagePorts (demo-copy-worker.ts). */
+export function copyTransport(cfgs: StageConfig[]): Transport {
+  const links = cfgs.slice(1).map(() => new MessageChannel());
+  const ack = new MessageChannel();
+  const last = cfgs.length - 1;
+  return {
+    script: new URL('./demo-copy-worker.js', import.meta.url),
+    key: 'copyStage',
+    wire: (cfg) => {
+      const i = cfg.index;
+      const ports: CopyPorts = {};
+      if (i > 0) ports.input = links[i - 1]!.port2;
+      if (i < last) ports.output = links[i]!.port1;
+      if (i === 0) ports.ack = ack.port1;
+      if (i === last) ports.ack = ack.port2;
+      return [ports, Object.values(ports)];
+    },
+  };
+}
+
 /** Run the pipeline once. @throws with `code` on an error (EBADMSG for a content mismatch). */
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
-  const shared = {
-    control: new SharedArrayBuffer(4 * (o.stages + 4)),
-    sums: new SharedArrayBuffer(4 * RING),
-    stamps: new SharedArrayBuffer(8 * RING),
+  const spec: PipelineSpec = {
+    width: o.width, height: o.height, gpus: o.stages, depth: o.depth, frames: o.frames, work: 'demo', latency: true,
   };
-  const cfgs = stageConfigs(o, shared);
-  const ctl = new Int32Array(shared.control);
-  const latencies: number[] = [];
-  const started = performance.now();
-  const timer = o.progress ? setInterval(() => o.progress!(progressLine(ctl, cfgs.length, latencies, started)), 500) : undefined;
+  const into: DmabufPools = { pools: [] };
+  const p = await Pipeline.start(spec, o.copy ? copyTransport : dmabufTransport(o.heap, into));
+  let timer: NodeJS.Timeout | undefined;
   try {
-    const r = o.copy ? await runCopy(cfgs, latencies) : await runZeroCopy(o, cfgs, latencies);
-    o.progress?.(progressLine(ctl, cfgs.length, latencies, started)); // the final count, whatever the timer saw
+    const started = performance.now();
+    const progress = o.progress ? progressLine(p, started) : undefined;
+    if (progress) timer = setInterval(() => o.progress!(progress()), 500);
+    await p.run(o.frames);
+    await p.finish();
     const seconds = (performance.now() - started) / 1000;
-    const sorted = latencies.slice().sort((a, b) => a - b);
+    if (progress) o.progress!(progress(true)); // the final count, whatever the timer saw
+    let bufinfo = '';
+    if (!o.copy) {
+      if (o.png) writePng(o.png, into.pools[o.stages]![(o.frames - 1) % o.depth]!, o);
+      bufinfo = U.readFile('/sys/kernel/debug/dma_buf/bufinfo');
+    }
     return {
       mode: o.copy ? 'copy' : 'dmabuf', frames: o.frames, seconds, fps: o.frames / seconds,
-      latencyMs: { p50: percentile(sorted, 0.5), p90: percentile(sorted, 0.9), p99: percentile(sorted, 0.99) },
-      mismatches: Atomics.load(ctl, cfgs.length + 1), bufinfo: r,
+      latencyMs: latencyPercentiles(p.latency!.snapshot()), mismatches: p.control.mismatches, bufinfo,
     };
   } finally {
     if (timer) clearInterval(timer);
+    await p.close();
   }
 }
 
-function progressLine(ctl: Int32Array, count: number, latencies: number[], started: number): string {
-  const done = Atomics.load(ctl, count);
-  const inFlight = Atomics.load(ctl, 0) - done;
-  const recent = latencies.slice(-200).sort((a, b) => a - b);
-  const fps = done / ((performance.now() - started) / 1000);
-  return `frames ${done}  ${fps.toFixed(1)} fps  latency p50 ${percentile(recent, 0.5).toFixed(1)} ms`
-    + ` p90 ${percentile(recent, 0.9).toFixed(1)} ms  in flight ${inFlight}`;
-}
-
-async function runZeroCopy(o: DemoOptions, cfgs: StageConfig[], latencies: number[]): Promise<string> {
-  const heapFd = U.open(`/dev/dma_heap/${o.heap}`);
-  const pools: number[][] = [];
-  const workers: Worker[] = [];
-  try {
-    for (let p = 0; p <= o.stages; p++) pools.push(allocPool(heapFd, o.depth, cfgs[0]!.frameBytes));
-    for (const cfg of cfgs) {
-      const w = new Worker(new URL('./demo-worker.js', import.meta.url), { workerData: { demoStage: cfg } });
-      workers.push(w);
-      w.postMessage({
-        inFds: U.sendFds(cfg.index > 0 ? pools[cfg.index - 1]! : []),
-        outFds: U.sendFds(cfg.index <= o.stages ? pools[cfg.index]! : []),
-      });
-    }
-    await runStages(workers, (ms) => latencies.push(ms));
-    if (o.png) writePng(o.png, pools[o.stages]![(o.frames - 1) % o.depth]!, o);
-    return U.readFile('/sys/kernel/debug/dma_buf/bufinfo');
-  } finally {
-    await Promise.all(workers.map((w) => w.terminate()));
-    for (const fd of pools.flat()) U.close(fd);
-    U.close(heapFd);
-  }
-}
-
-async function runCopy(cfgs: StageConfig[], latencies: number[]): Promise<string> {
-  const links = cfgs.slice(1).map(() => new MessageChannel());
-  const ack = new MessageChannel();
-  const workers = cfgs.map((cfg) => new Worker(new URL('./demo-copy-worker.js', import.meta.url), { workerData: { copyStage: cfg } }));
-  try {
-    workers.forEach((w, i) => {
-      const ports = {
-        input: i > 0 ? links[i - 1]!.port2 : undefined,
-        output: i < links.length ? links[i]!.port1 : undefined,
-        ack: i === 0 ? ack.port1 : i === cfgs.length - 1 ? ack.port2 : undefined,
-      };
-      w.postMessage(ports, Object.values(ports).filter((p) => p !== undefined));
-    });
-    await runStages(workers, (ms) => latencies.push(ms));
-    return '';
-  } finally {
-    await Promise.all(workers.map((w) => w.terminate()));
-  }
+/** A function for the progress line: latency over the frames since its last call (`all`: over every frame). */
+function progressLine(p: Pipeline, started: number): (all?: boolean) => string {
+  let last: Int32Array | undefined;
+  return (all = false) => {
+    const done = p.control.framesDone;
+    const inFlight = p.control.framesStarted - done;
+    const now = p.latency!.snapshot();
+    const lat = latencyPercentiles(now, all ? undefined : last);
+    last = now;
+    const fps = done / ((performance.now() - started) / 1000);
+    return `frames ${done}  ${fps.toFixed(1)} fps  latency p50 ${lat.p50.toFixed(1)} ms`
+      + ` p90 ${lat.p90.toFixed(1)} ms  in flight ${inFlight}`;
+  };
 }
 
 /** The frame in buffer `fd` (BGRA words in memory) as an RGBA PNG. */

@@ -325,6 +325,24 @@ export function liveObjects(kind?: Kind): number {
   return n + extra;
 }
 
+/** How much of the object table is in use. */
+export interface TableStats {
+  /** Slots in the table (DMABUF_SLOTS). */
+  capacity: number;
+  /**
+   * Slots ever handed out: the part of the table that has been written, and so is
+   * resident. Freed slots are reused before new ones are touched, so a workload
+   * that frees what it allocates keeps this flat.
+   */
+  touched: number;
+}
+
+/** The object table's size and high-water mark (no scan). */
+export function tableStats(): TableStats {
+  const w = world();
+  return { capacity: w.capacity, touched: Atomics.load(w.i32, H_BUMP) };
+}
+
 const encoder = new TextEncoder();
 const nameCache = new Map<string, Int32Array>();
 const NAME_CACHE_MAX = 1024;

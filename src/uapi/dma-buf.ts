@@ -25,34 +25,30 @@ import { registerFdinfo } from './fdinfo.js';
 import { notTty, registerIoctl } from './ioctl.js';
 import { registerMmap } from './mmap.js';
 import { registerPoll } from './poll.js';
-import { expectStruct, s32, u32, u64 } from './struct.js';
+import { expectStruct, s32, u32, u64Flags } from './struct.js';
 import { registerDir, registerReadable } from './vfs.js';
 
-function withBuf<T>(file: number, fn: (buf: DmaBuf) => T): T {
-  const buf = DmaBuf.fromFile(file, 'ioctl');
-  try {
-    return fn(buf);
-  } finally {
-    buf.close();
-  }
+/** This thread's handle for a call on `file` (borrowed from the caller's fd: see DmaBuf.borrow). */
+function bufOf(file: number): DmaBuf {
+  return DmaBuf.borrow(file, 'ioctl');
 }
 
 /** DMA_BUF_IOCTL_SYNC: flags checked, then begin (START) or end (END) CPU access. */
 function sync(file: number, arg: unknown): number {
-  const flags = u64(expectStruct(arg, 'ioctl'), 'flags', 'ioctl');
-  if (flags & ~BigInt(DMA_BUF_SYNC_RW | DMA_BUF_SYNC_END)) throw fail('EINVAL', 'ioctl', 'unknown dma_buf_sync flags');
-  const f = Number(flags);
+  const f = u64Flags(expectStruct(arg, 'ioctl'), 'flags', 'ioctl');
+  if (f & ~(DMA_BUF_SYNC_RW | DMA_BUF_SYNC_END)) throw fail('EINVAL', 'ioctl', 'unknown dma_buf_sync flags');
   const rw = f & DMA_BUF_SYNC_RW;
   if (rw === 0) throw fail('EINVAL', 'ioctl', 'dma_buf_sync needs READ, WRITE or both');
   const dir = rw === DMA_BUF_SYNC_RW ? DMA_BIDIRECTIONAL : rw === DMA_BUF_SYNC_WRITE ? DMA_TO_DEVICE : DMA_FROM_DEVICE;
-  withBuf(file, (buf) => (f & DMA_BUF_SYNC_END ? buf.endCpuAccess(dir) : buf.beginCpuAccess(dir)));
+  if (f & DMA_BUF_SYNC_END) bufOf(file).endCpuAccess(dir);
+  else bufOf(file).beginCpuAccess(dir);
   return 0;
 }
 
 /** DMA_BUF_SET_NAME_A/_B: the name string (at most DMA_BUF_NAME_LEN - 1 bytes). */
 function setName(file: number, arg: unknown): number {
   if (typeof arg !== 'string') throw fail('EFAULT', 'ioctl', 'DMA_BUF_SET_NAME takes the name string');
-  withBuf(file, (buf) => buf.setName(arg));
+  bufOf(file).setName(arg);
   return 0;
 }
 
@@ -69,7 +65,7 @@ function exportSyncFile(file: number, arg: unknown): number {
   const data = expectStruct(arg, 'ioctl');
   const flags = syncFileFlags(data);
   reserveFds(1, 'ioctl');
-  const sf = withBuf(file, (buf) => buf.exportSyncFile((flags & DMA_BUF_SYNC_WRITE) !== 0));
+  const sf = bufOf(file).exportSyncFile((flags & DMA_BUF_SYNC_WRITE) !== 0);
   data['fd'] = installFd(sf.file, 'ioctl'); // the handle's hold becomes the fd's
   return 0;
 }
@@ -83,7 +79,7 @@ function importSyncFile(file: number, arg: unknown): number {
   if (sfFile < 0 || !SyncFile.isSyncFile(sfFile)) throw fail('EINVAL', 'ioctl', `fd ${fd} is not a sync_file`);
   const sf = SyncFile.fromFile(sfFile);
   try {
-    withBuf(file, (buf) => buf.importSyncFile(sf, (flags & DMA_BUF_SYNC_WRITE) !== 0));
+    bufOf(file).importSyncFile(sf, (flags & DMA_BUF_SYNC_WRITE) !== 0);
   } finally {
     sf.close();
   }
@@ -101,11 +97,11 @@ registerIoctl(FileType.DmaBuf, (file, request, arg) => {
   }
 });
 
-registerPoll(FileType.DmaBuf, (file) => withBuf(file, (buf) => buf.poll()));
+registerPoll(FileType.DmaBuf, (file) => bufOf(file).poll());
 
-registerMmap(FileType.DmaBuf, (file, pgoff, pages, shared) => withBuf(file, (buf) => buf.mmapPages(pgoff, pages, 'mmap', shared)));
+registerMmap(FileType.DmaBuf, (file, pgoff, pages, shared) => bufOf(file).mmapPages(pgoff, pages, 'mmap', shared));
 
-registerFdinfo(FileType.DmaBuf, (file) => withBuf(file, dmaBufFdinfo));
+registerFdinfo(FileType.DmaBuf, (file) => dmaBufFdinfo(bufOf(file)));
 
 registerReadable('/sys/kernel/debug/dma_buf/bufinfo', bufinfoText);
 registerDir('/sys/kernel/dmabuf/buffers', dmaBufInodes);

@@ -62,6 +62,19 @@ export function u64(s: Record<string, unknown>, field: string, syscall: string):
   return BigInt.asUintN(64, BigInt(intField(s, field, syscall)));
 }
 
+/**
+ * `s[field]` as a C `__u64` of flag bits, for a caller whose flags all sit in the
+ * low 32 bits: the value as a number when it is below 2^32, else -1 (every bit
+ * set, so any test for unknown bits fails). A number in range makes no bigint.
+ * Throws EFAULT for a wrong type.
+ */
+export function u64Flags(s: Record<string, unknown>, field: string, syscall: string): number {
+  const v = intField(s, field, syscall);
+  if (typeof v === 'number' && v >= 0 && v <= 0xffffffff) return v;
+  const big = BigInt.asUintN(64, BigInt(v));
+  return big <= 0xffffffffn ? Number(big) : -1;
+}
+
 /** `s[field]` as a C `__s64` bigint (-2^63..2^63-1, wrapped modulo 2^64). Throws EFAULT for a wrong type. */
 export function s64(s: Record<string, unknown>, field: string, syscall: string): bigint {
   return BigInt.asIntN(64, BigInt(intField(s, field, syscall)));
