@@ -37,7 +37,7 @@ import {
 import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME, FenceKind,
   finishSignal, publishState, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
-  wakeSleepers,
+  traceSlot, wakeSleepers,
 } from './dma-fence-slot.js';
 import { ERRNO } from './errors.js';
 import { allocFile, fileGet, FileHandle, filePriv, FileType, receiveFile, registerFileType } from './file.js';
@@ -48,6 +48,7 @@ import {
 } from './shared/slab.js';
 import { bumpEpoch, ktimeNowNs } from './shared/wait.js';
 import { H_TIMELINE_HEAD, H_TIMELINE_LOCK, H_TIMELINE_TAIL, world, type World } from './shared/world.js';
+import { tracing } from './trace.js';
 
 /* Timeline slot. */
 const TL_VALUE = S_DATA + 0;
@@ -187,6 +188,7 @@ function ptCreate(w: World, tl: number, value: number): number {
   const pt = allocFenceSlot(FenceKind.SwSync, ctx, value >>> 0, false, SW_SYNC_NAME, null, 'sw_sync_create_fence');
   const pb = w.base(pt);
   copyName(w, b + TL_NAME, pb + F_TIMELINE_NAME, TL_NAME_WORDS);
+  if (tracing) traceSlot('dma_fence_init', w, pt); // also a point dropped below for an existing one, as sync_pt_create
   ref(w, tl); // every point references its timeline
   w.i32[pb + PT_TIMELINE] = tl;
   w.i32[pb + PT_NEXT] = -1;
