@@ -18,7 +18,7 @@ import {
   abortRace, bumpEpoch, keepAlive, ktimeNowNs, nowMs, orAborted, sleepOnWordAsync, spinEnabled, spinLearn, spinWhile,
 } from './shared/wait.js';
 import { tid, world, type World } from './shared/world.js';
-import { traceRecord, tracing, type TraceEventName, type TraceFence } from './trace.js';
+import { traceNow, traceRecord, tracing, type TraceEventName, type TraceFence } from './trace.js';
 
 /* ---- slot layout of every fence ---- */
 
@@ -187,9 +187,14 @@ export function finishSignal(w: World, slot: number, tsNs: number | bigint): voi
  * The first half of `finishSignal`: timestamp, then state. Waiters that look see
  * the fence signalled; sleepers stay asleep until `wakeSleepers`.
  */
-export function publishState(w: World, slot: number, tsNs: number | bigint): void {
-  storeState(w, slot, tsNs);
-  if (tracing) traceSlot('dma_fence_signaled', w, slot);
+export function publishState(w: World, slot: number, tsNs: number | bigint, traceTs?: number): void {
+  // Recorded just before the state is published (the kernel records just after): whatever
+  // another thread does on seeing the signal is then recorded later than it, in any trace.
+  // `traceTs`: an earlier moment the fence became visibly done (sw_sync: its counter moved).
+  if (tracing) traceSlot('dma_fence_signaled', w, slot, undefined, traceTs);
+  const b = w.base(slot); // storeState's body: no second call on every shared signal
+  storeU64(w.i32, b + F_TIMESTAMP, typeof tsNs === 'number' ? Math.round(tsNs) : BigInt.asUintN(64, tsNs));
+  Atomics.store(w.i32, b + F_STATE, STATE_SIGNALED);
 }
 
 /**
@@ -232,9 +237,12 @@ export function slotTraceFence(w: World, slot: number): TraceFence {
   };
 }
 
-/** Record fence event `name` of slot `slot` (`ret`: a wait's result). Callers test `tracing` first. */
-export function traceSlot(name: TraceEventName, w: World, slot: number, ret?: number): void {
-  traceRecord(name, ret === undefined ? { fence: slotTraceFence(w, slot) } : { fence: slotTraceFence(w, slot), ret });
+/**
+ * Record fence event `name` of slot `slot` (`ret`: a wait's result) at `ts`
+ * (default now). Callers test `tracing` first.
+ */
+export function traceSlot(name: TraceEventName, w: World, slot: number, ret?: number, ts = traceNow()): void {
+  traceRecord(name, ret === undefined ? { fence: slotTraceFence(w, slot) } : { fence: slotTraceFence(w, slot), ret }, ts);
 }
 
 /** True if slot `slot` is a leaf fence kind (waits sleep on its own word). */

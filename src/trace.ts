@@ -33,6 +33,11 @@
  * - `ts` is microseconds since the Unix epoch (`performance.timeOrigin +
  *   performance.now()`), comparable between the threads of one process; `tid`
  *   is `worker_threads.threadId` (the main thread is 0).
+ * - A signal is stamped no later than the moment another thread can see it
+ *   (just before the state is published; for sw_sync, before the counter moves,
+ *   since a point counts as signalled once the counter passes it): whatever a
+ *   thread does on seeing a signal is recorded after the signal, even when the
+ *   signalling thread is preempted between the two.
  */
 import { threadId } from 'node:worker_threads';
 import { fail } from './errors.js';
@@ -130,9 +135,16 @@ export function traceTake(): TraceLog {
   return log;
 }
 
-/** @internal record one event now in this thread (callers test `tracing` first). */
-export function traceRecord(name: TraceEventName, fields: Omit<TraceEvent, 'name' | 'ts' | 'tid'>): void {
-  const ts = (ORIGIN + performance.now()) * 1000;
+/** @internal the trace clock now: µs since the Unix epoch. */
+export function traceNow(): number {
+  return (ORIGIN + performance.now()) * 1000;
+}
+
+/**
+ * @internal Record one event in this thread (callers test `tracing` first), at
+ * `ts` (default now): a caller may stamp an event with the moment it took effect.
+ */
+export function traceRecord(name: TraceEventName, fields: Omit<TraceEvent, 'name' | 'ts' | 'tid'>, ts = traceNow()): void {
   if (events.length >= capacity) {
     dropped++;
     return;
