@@ -19,7 +19,9 @@
  *    its own fence first would wait for itself);
  * 4. do the work, SYNC END, and signal the point (SW_SYNC_IOC_INC).
  */
+import { writeFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { traceEnable, traceTake } from '../trace.js';
 import * as U from '../uapi/index.js';
 
 export interface StageConfig {
@@ -40,6 +42,27 @@ export interface StageConfig {
   stageCount: number;
   /** Stage count of gpu stages (the camera computes the checksum the display will see). */
   gpus: number;
+  /** Record tracepoints and send the log with 'done'. */
+  trace: boolean;
+}
+
+/** The stage's name: camera, gpu1..gpuN, display. */
+export function stageName(cfg: Pick<StageConfig, 'role' | 'index'>): string {
+  return cfg.role === 'gpu' ? `gpu${cfg.index}` : cfg.role;
+}
+
+/**
+ * Name this thread after its stage, as pthread_setname_np does (its comm), so that
+ * the sw_sync timeline it opens carries the name too (sw_sync names a timeline
+ * after its opener's comm): fences then read `camera 12`, not `node 12`. Without
+ * a writable procfs the name stays as it was.
+ */
+function nameThread(name: string): void {
+  try {
+    writeFileSync('/proc/thread-self/comm', name);
+  } catch {
+    // not Linux, or procfs read-only: the timelines keep the process's name
+  }
 }
 
 export const RING = 1024;
@@ -98,6 +121,7 @@ function run(cfg: StageConfig, inFds: number[], outFds: number[]): void {
   };
   const ins = inFds.map(map);
   const outs = outFds.map(map);
+  nameThread(stageName(cfg));
   const timeline = U.open('/dev/sw_sync');
   const key = cfg.gpus % 2 === 1 ? INVERT : 0;
   const doneAt = cfg.stageCount;
@@ -146,11 +170,12 @@ function work(
 if (parentPort && workerData?.demoStage) {
   parentPort.once('message', (msg: { inFds: U.FdPacket; outFds: U.FdPacket }) => {
     const cfg = workerData.demoStage as StageConfig;
+    if (cfg.trace) traceEnable();
     const inFds = U.receiveFds(msg.inFds);
     const outFds = U.receiveFds(msg.outFds);
     try {
       run(cfg, inFds, outFds);
-      parentPort!.postMessage({ kind: 'done' });
+      parentPort!.postMessage(cfg.trace ? { kind: 'done', trace: traceTake() } : { kind: 'done' });
     } catch (e) {
       const err = e as { code?: string; message?: string };
       parentPort!.postMessage({ kind: 'error', code: err.code ?? 'ERROR', message: err.message ?? String(e) });

@@ -11,8 +11,10 @@
 import { deflateSync, crc32 } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
 import { MessageChannel, Worker } from 'node:worker_threads';
+import { traceDisable, traceEnable, traceTake, type TraceLog } from '../trace.js';
 import * as U from '../uapi/index.js';
-import { RING, type StageConfig } from './demo-worker.js';
+import { RING, stageName, type StageConfig } from './demo-worker.js';
+import type { ThreadTrace } from './trace.js';
 
 export interface DemoOptions {
   width: number;
@@ -27,6 +29,8 @@ export interface DemoOptions {
   png?: string | undefined;
   /** Called about twice a second with a progress line. */
   progress?: ((line: string) => void) | undefined;
+  /** Record the tracepoints of every thread of the zero-copy pipeline (DemoResult.traces). */
+  trace?: boolean | undefined;
 }
 
 export interface DemoResult {
@@ -38,6 +42,8 @@ export interface DemoResult {
   mismatches: number;
   /** bufinfo while the pools were alive (dmabuf mode). */
   bufinfo: string;
+  /** With `trace` (dmabuf mode): each thread's log, main first, then the stages in pipeline order. */
+  traces?: ThreadTrace[];
 }
 
 interface StageMsg {
@@ -46,6 +52,8 @@ interface StageMsg {
   latencyMs?: number;
   code?: string;
   message?: string;
+  /** With 'done', when the stage traced. */
+  trace?: TraceLog;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -57,23 +65,30 @@ function stageConfigs(o: DemoOptions, shared: Pick<StageConfig, 'control' | 'sum
   return Array.from({ length: count }, (_, i) => ({
     role: i === 0 ? 'camera' : i === count - 1 ? 'display' : 'gpu',
     index: i, frames: o.frames, depth: o.depth, frameBytes: o.width * o.height * 4, width: o.width,
-    stageCount: count, gpus: o.stages, ...shared,
+    stageCount: count, gpus: o.stages, trace: o.trace ?? false, ...shared,
   }));
 }
 
-/** Start the stage workers; resolves when all are done, rejects on the first error. */
-function runStages(workers: Worker[], onFrame: (latencyMs: number) => void): Promise<void> {
+/**
+ * Start the stage workers; resolves when all are done with the trace log each
+ * sent (undefined for a stage that did not trace), rejects on the first error.
+ */
+function runStages(workers: Worker[], onFrame: (latencyMs: number) => void): Promise<Array<TraceLog | undefined>> {
   return new Promise((resolve, reject) => {
     let left = workers.length;
-    for (const w of workers) {
+    const logs: Array<TraceLog | undefined> = workers.map(() => undefined);
+    workers.forEach((w, i) => {
       w.on('message', (m: StageMsg) => {
         if (m.kind === 'frame') onFrame(m.latencyMs!);
         else if (m.kind === 'mismatch') reject(Object.assign(new Error(`frame ${m.f}: content mismatch`), { code: 'EBADMSG' }));
         else if (m.kind === 'error') reject(Object.assign(new Error(m.message), { code: m.code }));
-        else if (--left === 0) resolve();
+        else {
+          logs[i] = m.trace;
+          if (--left === 0) resolve(logs);
+        }
       });
       w.on('error', reject);
-    }
+    });
   });
 }
 
@@ -99,14 +114,14 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const started = performance.now();
   const timer = o.progress ? setInterval(() => o.progress!(progressLine(ctl, cfgs.length, latencies, started)), 500) : undefined;
   try {
-    const r = o.copy ? await runCopy(cfgs, latencies) : await runZeroCopy(o, cfgs, latencies);
+    const r = o.copy ? { bufinfo: await runCopy(cfgs, latencies) } : await runZeroCopy(o, cfgs, latencies);
     o.progress?.(progressLine(ctl, cfgs.length, latencies, started)); // the final count, whatever the timer saw
     const seconds = (performance.now() - started) / 1000;
     const sorted = latencies.slice().sort((a, b) => a - b);
     return {
       mode: o.copy ? 'copy' : 'dmabuf', frames: o.frames, seconds, fps: o.frames / seconds,
       latencyMs: { p50: percentile(sorted, 0.5), p90: percentile(sorted, 0.9), p99: percentile(sorted, 0.99) },
-      mismatches: Atomics.load(ctl, cfgs.length + 1), bufinfo: r,
+      mismatches: Atomics.load(ctl, cfgs.length + 1), bufinfo: r.bufinfo, ...(r.traces ? { traces: r.traces } : {}),
     };
   } finally {
     if (timer) clearInterval(timer);
@@ -122,10 +137,14 @@ function progressLine(ctl: Int32Array, count: number, latencies: number[], start
     + ` p90 ${percentile(recent, 0.9).toFixed(1)} ms  in flight ${inFlight}`;
 }
 
-async function runZeroCopy(o: DemoOptions, cfgs: StageConfig[], latencies: number[]): Promise<string> {
+async function runZeroCopy(
+  o: DemoOptions, cfgs: StageConfig[], latencies: number[],
+): Promise<{ bufinfo: string; traces?: ThreadTrace[] }> {
+  if (o.trace) traceEnable();
   const heapFd = U.open(`/dev/dma_heap/${o.heap}`);
   const pools: number[][] = [];
   const workers: Worker[] = [];
+  let logs: Array<TraceLog | undefined> = [];
   try {
     for (let p = 0; p <= o.stages; p++) pools.push(allocPool(heapFd, o.depth, cfgs[0]!.frameBytes));
     for (const cfg of cfgs) {
@@ -136,10 +155,15 @@ async function runZeroCopy(o: DemoOptions, cfgs: StageConfig[], latencies: numbe
         outFds: U.sendFds(cfg.index <= o.stages ? pools[cfg.index]! : []),
       });
     }
-    await runStages(workers, (ms) => latencies.push(ms));
+    logs = await runStages(workers, (ms) => latencies.push(ms));
     if (o.png) writePng(o.png, pools[o.stages]![(o.frames - 1) % o.depth]!, o);
-    return U.readFile('/sys/kernel/debug/dma_buf/bufinfo');
+    const bufinfo = U.readFile('/sys/kernel/debug/dma_buf/bufinfo');
+    if (!o.trace) return { bufinfo };
+    const traces = [{ name: 'main', log: traceTake() }];
+    cfgs.forEach((cfg, i) => traces.push({ name: stageName(cfg), log: logs[i]! }));
+    return { bufinfo, traces };
   } finally {
+    if (o.trace) traceDisable();
     await Promise.all(workers.map((w) => w.terminate()));
     for (const fd of pools.flat()) U.close(fd);
     U.close(heapFd);

@@ -8,13 +8,15 @@
  *
  * Every subcommand takes --help. Errors print as `<code>: <message>` and exit 1.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DmaHeap } from '../dma-heap.js';
 import * as U from '../uapi/index.js';
 import { runDemo, type DemoOptions, type DemoResult } from './demo.js';
+import { toChromeTrace } from './trace.js';
 
 class UsageError extends Error {
   readonly code = 'EINVAL';
@@ -40,6 +42,10 @@ Run 'dmabuf <command> --help' for a command's options.`,
   --copy         hand frames on with postMessage copies instead
   --compare      run both pipelines and print the ratio
   --png FILE     save the last displayed frame as a PNG
+  --trace FILE   record every thread's fence events (created, signalled, waited
+                 on, added to which buffer) as Chrome trace-event JSON, for
+                 Perfetto or chrome://tracing; with --compare it traces the
+                 dmabuf run; with --copy it is EINVAL (that pipeline uses no fences)
   --quiet        no progress line`,
   heaps: `usage: dmabuf heaps
 
@@ -57,13 +63,36 @@ function int(v: string | undefined, name: string, fallback: number, min: number,
   return n;
 }
 
-function demoOptions(args: string[]): (DemoOptions & { compare: boolean; quiet: boolean }) | null {
+/** A file error with its code, its message not repeating the code (`<code>: <message>` adds it). */
+function fileError(e: unknown, what: string): Error {
+  const x = e as { code?: string; message?: string };
+  const why = (x.message ?? String(e)).replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
+  return Object.assign(new Error(`${what}: ${why}`), { code: x.code ?? 'EIO' });
+}
+
+/** Check that `file` can be created before a long run writes it. @throws ENOENT, ENOTDIR, EISDIR. */
+function checkOutput(file: string, option: string): void {
+  if (file === '') throw new UsageError(`${option} needs a file name`);
+  const dir = dirname(resolve(file));
+  let st;
+  try {
+    st = statSync(dir);
+  } catch (e) {
+    throw fileError(e, `${option} ${file}: no directory ${dir}`);
+  }
+  if (!st.isDirectory()) throw Object.assign(new Error(`${option} ${file}: ${dir} is not a directory`), { code: 'ENOTDIR' });
+  if (existsSync(file) && statSync(file).isDirectory()) throw Object.assign(new Error(`${option} ${file} is a directory`), { code: 'EISDIR' });
+}
+
+type DemoArgs = DemoOptions & { compare: boolean; quiet: boolean; traceFile: string | undefined };
+
+function demoOptions(args: string[]): DemoArgs | null {
   const { values } = parseArgs({
     args, strict: true,
     options: {
       width: { type: 'string' }, height: { type: 'string' }, stages: { type: 'string' }, frames: { type: 'string' },
       heap: { type: 'string' }, depth: { type: 'string' }, copy: { type: 'boolean' }, compare: { type: 'boolean' },
-      png: { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
+      png: { type: 'string' }, quiet: { type: 'boolean' }, trace: { type: 'string' }, help: { type: 'boolean' },
     },
   });
   if (values.help) return null;
@@ -71,11 +100,33 @@ function demoOptions(args: string[]): (DemoOptions & { compare: boolean; quiet: 
   const heap = values.heap ?? 'system';
   if (!U.readdir('/dev/dma_heap').includes(heap)) throw Object.assign(new Error(`no heap '${heap}' (see dmabuf heaps)`), { code: 'ENOENT' });
   if (values.copy && values.compare) throw new UsageError('--copy and --compare exclude each other');
+  if (values.trace !== undefined) {
+    if (values.copy) throw new UsageError('--trace records fences, and --copy uses none: drop one of them');
+    checkOutput(values.trace, '--trace');
+  }
   return {
     width, height: int(values.height, 'height', 480, 1, 16384), stages: int(values.stages, 'stages', 2, 0, 16),
     frames: int(values.frames, 'frames', 600, 1, 10_000_000), heap, depth: int(values.depth, 'depth', 3, 1, 64),
     copy: values.copy ?? false, compare: values.compare ?? false, png: values.png, quiet: values.quiet ?? false,
+    trace: values.trace !== undefined, traceFile: values.trace,
   };
+}
+
+/** Write the traces of run `r` to `file` as Chrome trace-event JSON; returns the line to print. */
+function writeTrace(file: string, r: DemoResult, o: DemoArgs): string {
+  const traces = r.traces ?? [];
+  const json = toChromeTrace(traces, {
+    command: 'dmabuf demo', frames: o.frames, stages: o.stages, width: o.width, height: o.height, depth: o.depth, heap: o.heap,
+  });
+  try {
+    writeFileSync(file, JSON.stringify(json));
+  } catch (e) {
+    throw fileError(e, `cannot write --trace ${file}`);
+  }
+  const events = traces.reduce((n, t) => n + t.log.events.length, 0);
+  const dropped = json.otherData['dropped'] as number;
+  return `trace: ${events} events of ${traces.length} threads${dropped ? ` (${dropped} dropped: the per-thread buffer was full)` : ''}`
+    + ` written to ${file} (Chrome trace-event JSON: open it in ui.perfetto.dev or chrome://tracing)`;
 }
 
 function summary(r: DemoResult): string {
@@ -91,9 +142,10 @@ async function demo(args: string[], out: (s: string) => void): Promise<void> {
     process.stderr.write(`\r${line}\x1b[K`);
   };
   const run = async (copy: boolean): Promise<DemoResult> => {
-    const r = await runDemo({ ...o, copy, progress });
+    const r = await runDemo({ ...o, copy, progress, trace: o.trace && !copy });
     if (progress) process.stderr.write('\r\x1b[K');
     out(summary(r));
+    if (o.traceFile !== undefined && !copy) out(writeTrace(o.traceFile, r, o));
     return r;
   };
   out(`pipeline: camera -> ${o.stages} gpu stage(s) -> display, ${o.width}x${o.height} RGBA frames `
