@@ -2,13 +2,13 @@
  * Trace files (src/cli/trace.ts and the commands that write and read them):
  * the converter's structure and joins on real and hand-written logs, the file
  * of a real `dmabuf demo --trace` run (lanes for every stage thread and buffer,
- * fence events that match the frames), and the argument errors of `--trace`,
- * none of which writes anything.
+ * fence events that match the frames), and the argument errors of `--trace`
+ * and `dmabuf trace view`, none of which writes anything.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -172,7 +172,7 @@ describe('dmabuf demo --trace', () => {
     const file = join(dir, 'T.json');
     const r = run('demo', '--frames', '20', '--stages', '1', '--width', '64', '--height', '48', '--quiet', '--trace', file);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`^trace: \\d+ events of 4 threads written to ${file.replace(/[.]/g, '\\.')} \\(Chrome trace-event JSON`, 'm'));
+    assert.match(r.stdout, new RegExp(`^trace: \\d+ events of 4 threads written to ${file.replace(/[.]/g, '\\.')}; view it with: dmabuf trace view `, 'm'));
     const t = readChromeTrace(readFileSync(file, 'utf8'), file);
     assertStructure(t);
     assert.equal(t.otherData['frames'], 20);
@@ -232,5 +232,43 @@ describe('dmabuf demo --trace', () => {
       assert.equal(r.stdout, '', args.join(' '));
     }
     assert.deepEqual(readdirSync(dir), []);
+  }));
+});
+
+describe('dmabuf trace view', () => {
+  test('writes FILE.html next to FILE.json by default, or -o OUT', () => tmp((dir) => {
+    const file = join(dir, 'run.json');
+    writeFileSync(file, JSON.stringify(toChromeTrace([])));
+    const r = run('trace', 'view', file);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^wrote .*run\.html \(\d+ KiB\): open it in a browser$/m);
+    assert.match(readFileSync(join(dir, 'run.html'), 'utf8'), /^<!doctype html>/);
+    assert.equal(run('trace', 'view', file, '-o', join(dir, 'other.html')).status, 0);
+    assert.ok(existsSync(join(dir, 'other.html')));
+  }));
+
+  test('argument errors: ENOENT for a missing file, EINVAL for what is not a trace; exit 1, nothing written', () => tmp((dir) => {
+    const bad = join(dir, 'bad.json');
+    const notTrace = join(dir, 'nottrace.json');
+    writeFileSync(bad, '{ not json');
+    writeFileSync(notTrace, '{"events": []}');
+    const cases: Array<[string[], RegExp]> = [
+      [['trace', 'view', join(dir, 'missing.json')], /^ENOENT: cannot read trace .*missing\.json: no such file or directory$/m],
+      [['trace', 'view', bad], /^EINVAL: .*bad\.json is not a Chrome trace-event file: not JSON/],
+      [['trace', 'view', notTrace], /^EINVAL: .*nottrace\.json is not a Chrome trace-event file: no traceEvents array$/m],
+      [['trace', 'view'], /^EINVAL: trace view needs exactly one FILE/],
+      [['trace', 'view', bad, notTrace], /^EINVAL: trace view needs exactly one FILE/],
+      [['trace', 'view', notTrace, '-o', join(dir, 'no', 'x.html')], /^ENOENT: -o /],
+      [['trace', 'view', notTrace, '-o', notTrace], /^EINVAL: -o .* would overwrite the trace itself/],
+      [['trace', 'view', '--bogus'], /^EINVAL: Unknown option '--bogus'/],
+      [['trace', 'show'], /^EINVAL: unknown trace command 'show'/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = run(...args);
+      assert.equal(r.status, 1, args.join(' '));
+      assert.match(r.stderr, msg, args.join(' '));
+      assert.equal(r.stdout, '', args.join(' '));
+    }
+    assert.deepEqual(readdirSync(dir).sort(), ['bad.json', 'nottrace.json']);
   }));
 });

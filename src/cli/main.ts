@@ -4,11 +4,12 @@
  *
  *   dmabuf demo [options]   a zero-copy frame pipeline across worker threads
  *   dmabuf heaps            the heaps and what is allocated from them
+ *   dmabuf trace view FILE  a trace from `demo --trace FILE` as an HTML timeline
  *   dmabuf bench [args]     the benchmark suite (from a checkout: npm run bench)
  *
  * Every subcommand takes --help. Errors print as `<code>: <message>` and exit 1.
  */
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,7 +17,8 @@ import { parseArgs } from 'node:util';
 import { DmaHeap } from '../dma-heap.js';
 import * as U from '../uapi/index.js';
 import { runDemo, type DemoOptions, type DemoResult } from './demo.js';
-import { toChromeTrace } from './trace.js';
+import { readChromeTrace, toChromeTrace } from './trace.js';
+import { renderTraceHtml } from './trace-view.js';
 
 class UsageError extends Error {
   readonly code = 'EINVAL';
@@ -28,6 +30,7 @@ const HELP: Record<string, string> = {
 commands:
   demo     run a zero-copy frame pipeline (camera -> gpu stages -> display)
   heaps    list the dma-heaps and their usage
+  trace    view a fence trace recorded with demo --trace
   bench    run the benchmark suite
 
 Run 'dmabuf <command> --help' for a command's options.`,
@@ -44,12 +47,27 @@ Run 'dmabuf <command> --help' for a command's options.`,
   --png FILE     save the last displayed frame as a PNG
   --trace FILE   record every thread's fence events (created, signalled, waited
                  on, added to which buffer) as Chrome trace-event JSON, for
-                 Perfetto or chrome://tracing; with --compare it traces the
-                 dmabuf run; with --copy it is EINVAL (that pipeline uses no fences)
+                 Perfetto, chrome://tracing or 'dmabuf trace view FILE'; with
+                 --compare it traces the dmabuf run; with --copy it is EINVAL
+                 (that pipeline uses no fences)
   --quiet        no progress line`,
   heaps: `usage: dmabuf heaps
 
 Lists every heap under /dev/dma_heap with the buffers and bytes allocated from it.`,
+  trace: `usage: dmabuf trace <command>
+
+commands:
+  view FILE [-o OUT.html]   write a self-contained HTML timeline of a trace file
+
+Record a trace with 'dmabuf demo --trace FILE'.`,
+  'trace view': `usage: dmabuf trace view FILE [-o OUT.html]
+
+Writes the Chrome trace-event file FILE (from 'dmabuf demo --trace') as one
+self-contained HTML page: a timeline with one lane per thread and per buffer,
+waits and fence lifetimes as bars, hover for details. Opens offline in any
+browser.
+
+  -o, --output OUT   the HTML file (default FILE with .json replaced by .html)`,
   bench: `usage: dmabuf bench [--filter S] [--quick]
 
 Runs the benchmark suite and rewrites BENCHMARKS.md. Needs a checkout of the
@@ -126,7 +144,7 @@ function writeTrace(file: string, r: DemoResult, o: DemoArgs): string {
   const events = traces.reduce((n, t) => n + t.log.events.length, 0);
   const dropped = json.otherData['dropped'] as number;
   return `trace: ${events} events of ${traces.length} threads${dropped ? ` (${dropped} dropped: the per-thread buffer was full)` : ''}`
-    + ` written to ${file} (Chrome trace-event JSON: open it in ui.perfetto.dev or chrome://tracing)`;
+    + ` written to ${file}; view it with: dmabuf trace view ${file}`;
 }
 
 function summary(r: DemoResult): string {
@@ -170,6 +188,36 @@ function heaps(args: string[], out: (s: string) => void): void {
   }
 }
 
+/** `dmabuf trace view FILE [-o OUT]`. */
+function trace(args: string[], out: (s: string) => void): void {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === 'help') return out(HELP['trace']!);
+  if (sub !== 'view') throw new UsageError(`unknown trace command '${sub}' (try dmabuf trace --help)`);
+  const { values, positionals } = parseArgs({
+    args: rest, strict: true, allowPositionals: true,
+    options: { output: { type: 'string', short: 'o' }, help: { type: 'boolean' } },
+  });
+  if (values.help) return out(HELP['trace view']!);
+  if (positionals.length !== 1) throw new UsageError('trace view needs exactly one FILE (try dmabuf trace view --help)');
+  const file = positionals[0]!;
+  const output = values.output ?? (file.endsWith('.json') ? `${file.slice(0, -5)}.html` : `${file}.html`);
+  checkOutput(output, '-o');
+  if (resolve(output) === resolve(file)) throw new UsageError(`-o ${output} would overwrite the trace itself`);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw fileError(e, `cannot read trace ${file}`);
+  }
+  const html = renderTraceHtml(readChromeTrace(text, file), file);
+  try {
+    writeFileSync(output, html);
+  } catch (e) {
+    throw fileError(e, `cannot write ${output}`);
+  }
+  out(`wrote ${output} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB): open it in a browser`);
+}
+
 function bench(args: string[], out: (s: string) => void): void {
   if (args.includes('--help')) return out(HELP['bench']!);
   const runner = fileURLToPath(new URL('../../build-test/bench/run.js', import.meta.url));
@@ -185,6 +233,7 @@ export async function main(argv: string[], out: (s: string) => void = console.lo
     if (cmd === undefined || cmd === '--help' || cmd === 'help') out(HELP['main']!);
     else if (cmd === 'demo') await demo(rest, out);
     else if (cmd === 'heaps') heaps(rest, out);
+    else if (cmd === 'trace') trace(rest, out);
     else if (cmd === 'bench') bench(rest, out);
     else throw new UsageError(`unknown command '${cmd}' (try dmabuf --help)`);
     return 0;
