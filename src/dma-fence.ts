@@ -1052,13 +1052,14 @@ export function fenceSlotWaitTimeout(w: World, slot: number, timeoutMs: number):
   const view = wrappers[slot];
   if (view) return view.waitTimeout(timeoutMs);
   const b = w.base(slot);
-  if (tracing) traceSlot('dma_fence_wait_start', w, slot);
+  const traced = tracing; // an end only for a recorded start, as in waitTimeout
+  if (traced) traceSlot('dma_fence_wait_start', w, slot);
   Atomics.or(w.i32, b + F_FLAGS, DMA_FENCE_FLAG_ENABLE_SIGNAL);
   let r: number;
   if (fenceSlotIsSignaled(w, slot)) r = timeoutMs === 0 ? 1 : timeoutMs;
   else if (timeoutMs === 0) r = 0;
   else r = remainingMs(waitLeaf(w, b, timeoutMs, () => slotDone(w, slot) && fenceSlotIsSignaled(w, slot)));
-  if (tracing) traceSlot('dma_fence_wait_end', w, slot, r);
+  if (traced) traceSlot('dma_fence_wait_end', w, slot, r); // the caller's fd keeps the slot alive
   return r;
 }
 

@@ -134,6 +134,19 @@ describe('fence events', () => {
     tl.close();
   });
 
+  test('poll(2) on one pending sync_file waits on its fence: start and end, ret 0 on timeout', () => {
+    const tl = U.open('/dev/sw_sync');
+    const pt = { value: 1, name: 'p', fence: -1 };
+    U.ioctl(tl, U.SW_SYNC_IOC_CREATE_FENCE, pt);
+    traceEnable();
+    assert.equal(U.poll([{ fd: pt.fence, events: U.POLLIN }], 1), 0);
+    const { events } = traceTake();
+    assert.deepEqual(names(events), ['dma_fence_wait_start', 'dma_fence_wait_end']);
+    assert.deepEqual([events[1]!.fence!.seqno, events[1]!.fence!.driver, events[1]!.ret], [1, 'sw_sync', 0]);
+    U.close(pt.fence);
+    U.close(tl);
+  });
+
   test('a fence moving into the shared table records no second signal', () => {
     traceEnable();
     const f = driverFence();
