@@ -30,7 +30,7 @@
  * devices while the requiring attachment stays. The proposed device-side
  * brackets `beginAccess`/`endAccess` exist as opt-in exporter ops (see there).
  */
-import { DmaBuf, opResult, BUF_WORDS } from './dma-buf.js';
+import { DmaBuf, opResult, BUF_WORDS, traceBufferWaitStart } from './dma-buf.js';
 import { DMA_RESV_USAGE_KERNEL } from './dma-resv.js';
 import { deviceDesc, type DeviceDesc, type DmaDataDirection, type SgTable } from './device.js';
 import { fail } from './errors.js';
@@ -39,6 +39,7 @@ import {
 } from './shared/slab.js';
 import { sleepOnWordAsync } from './shared/wait.js';
 import { tid, world, type World } from './shared/world.js';
+import { traceRecord, tracing } from './trace.js';
 
 /* Slot layout (Kind.Attachment). S_BODY counts move notifications. */
 const A_BUF_FILE = S_DATA; // internal reference
@@ -234,7 +235,10 @@ export class DmaBufAttachment {
       throw e;
     }
     if (!this.isDynamic) {
+      // Under the resv lock, like bufinfo: the buffer's name lock nests inside it.
+      const traced = tracing ? traceBufferWaitStart(this.dmabuf, DMA_RESV_USAGE_KERNEL, 'map_attachment') : undefined;
       const r = this.dmabuf.resv.waitTimeout(DMA_RESV_USAGE_KERNEL, Infinity, opts);
+      if (traced !== undefined) traceRecord('dma_buf_wait_end', { ...traced, ret: r });
       if (r < 0) {
         ops.unmapDmaBuf(this, sgt, dir);
         if (pinned) ops.unpin!(this);

@@ -31,7 +31,7 @@ import { DmaFence } from './dma-fence.js';
 import { isContainer } from './dma-fence-array.js';
 import { unwrap } from './dma-fence-unwrap.js';
 import {
-  DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, DmaResv, type DmaResvLocked, type DmaResvUsage,
+  DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, DmaResv, USAGE_NAMES, type DmaResvLocked, type DmaResvUsage,
   dmaResvSlotHeldByMe,
 } from './dma-resv.js';
 import type { DmaBufAttachment } from './dma-buf-attach.js';
@@ -40,7 +40,7 @@ import {
 } from './device.js';
 import { errnoName, fail } from './errors.js';
 import {
-  allocFile, expectFile, FileHandle, fileFlags, fileGet, filePriv, FileType, receiveFile, registerFileType,
+  allocFile, expectFile, FileHandle, fileFlags, fileGet, fileInode, filePriv, FileType, receiveFile, registerFileType,
 } from './file.js';
 import { trackMapping, untrackMapping } from './mmap.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
@@ -50,6 +50,7 @@ import {
 } from './shared/slab.js';
 import { H_DMABUF_HEAD, H_DMABUF_LOCK, world, type World } from './shared/world.js';
 import { SyncFile } from './sync-file.js';
+import { traceRecord, tracing, type TraceBuffer, type TraceEvent } from './trace.js';
 
 /* Slot layout (Kind.Buffer). */
 const B_FILE = S_DATA; // the file whose refcount is the buffer's (not a reference)
@@ -445,14 +446,18 @@ export class DmaBuf extends FileHandle {
    */
   beginCpuAccess(dir: DmaDataDirection, opts: { signal?: AbortSignal } = {}): void {
     const usage = this.#beginHook(dir);
+    const traced = tracing ? traceBufferWaitStart(this, usage, 'begin_cpu_access') : undefined;
     const r = this.resv.waitTimeout(usage, Infinity, opts);
+    if (traced !== undefined) traceRecord('dma_buf_wait_end', { ...traced, ret: r });
     if (r < 0) throw fail('EINTR', 'dma_buf_begin_cpu_access', 'interrupted while waiting for fences');
   }
 
   /** Promise form of `beginCpuAccess`: does not block the event loop. */
   async beginCpuAccessAsync(dir: DmaDataDirection, opts: { signal?: AbortSignal } = {}): Promise<void> {
     const usage = this.#beginHook(dir);
+    const traced = tracing ? traceBufferWaitStart(this, usage, 'begin_cpu_access') : undefined;
     const r = await this.resv.waitTimeoutAsync(usage, Infinity, opts);
+    if (traced !== undefined) traceRecord('dma_buf_wait_end', { ...traced, ret: r });
     if (r < 0) throw fail('EINTR', 'dma_buf_begin_cpu_access', 'interrupted while waiting for fences');
   }
 
@@ -633,15 +638,39 @@ export class DmaBuf extends FileHandle {
         locked.reserveFences(fences.length);
         for (const f of fences) locked.addFence(f, usage);
       });
+      if (tracing) traceAddFences(this, fences, usage); // after the unlock: the name takes the buffer's lock
     } finally {
       if (put) for (const f of fences) f.put();
     }
+  }
+
+  /** @internal this buffer's identity for a trace event (trace.ts). */
+  traceBuffer(): TraceBuffer {
+    return { ino: fileInode(world(), this.file), name: this.name, expName: this.expName };
   }
 
   /** @internal a handle that holds nothing, for the release hook. */
   static forRelease(file: number): DmaBuf {
     return new DmaBuf(file);
   }
+}
+
+/**
+ * @internal Record `dma_buf_wait_start` of a wait of `buf` on its reservation
+ * object; returns the fields for the matching `dma_buf_wait_end`.
+ */
+export function traceBufferWaitStart(
+  buf: DmaBuf, usage: DmaResvUsage, op: 'begin_cpu_access' | 'map_attachment',
+): Omit<TraceEvent, 'name' | 'ts' | 'tid'> {
+  const fields = { buffer: buf.traceBuffer(), usage: USAGE_NAMES[usage], op };
+  traceRecord('dma_buf_wait_start', fields);
+  return fields;
+}
+
+/** Record `dma_buf_add_fence` for each of `fences`, just added to `buf`'s reservation object. */
+function traceAddFences(buf: DmaBuf, fences: readonly DmaFence[], usage: DmaResvUsage): void {
+  const buffer = buf.traceBuffer();
+  for (const f of fences) traceRecord('dma_buf_add_fence', { buffer, fence: f.traceFence(), usage: USAGE_NAMES[usage] });
 }
 
 const POLLIN_ = 0x1;

@@ -24,11 +24,13 @@ import {
 } from './dma-fence.js';
 import {
   allocFenceSlot, F_AUX, F_ERROR, FenceKind, registerFenceKind, slotDone, slotFenceKind, slotSignaled, slotTimestampNs,
+  traceSlot,
 } from './dma-fence-slot.js';
 import { fail } from './errors.js';
 import { listCreate, listEntries, listFree } from './shared/list.js';
 import { unref } from './shared/slab.js';
 import { world, type World } from './shared/world.js';
+import { tracing } from './trace.js';
 
 const AR_LIST = F_AUX + 0;
 const AR_NUM = F_AUX + 1;
@@ -140,6 +142,7 @@ export function dmaFenceArrayCreate(
   w.i32[b + AR_LIST] = head;
   w.i32[b + AR_NUM] = fences.length;
   w.i32[b + AR_ANY] = signalOnAny ? 1 : 0;
+  if (tracing) traceSlot('dma_fence_init', w, slot);
   return fenceAdoptSlot(slot);
 }
 

@@ -23,12 +23,13 @@ import {
   DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef,
 } from './dma-fence.js';
 import {
-  allocFenceSlot, F_AUX, FenceKind, registerFenceKind, slotDone, slotFenceKind,
+  allocFenceSlot, F_AUX, FenceKind, registerFenceKind, slotDone, slotFenceKind, traceSlot,
 } from './dma-fence-slot.js';
 import { fail } from './errors.js';
 import { mutexLock, mutexUnlock } from './shared/mutex.js';
 import { ref, S_REFS, unref } from './shared/slab.js';
 import { H_CHAIN_LOCK, world, type World } from './shared/world.js';
+import { tracing } from './trace.js';
 
 const CH_PREV = F_AUX + 0;
 const CH_FENCE = F_AUX + 1;
@@ -202,6 +203,7 @@ export function dmaFenceChainInit(prev: DmaFence | null, fence: DmaFence, seqno:
   w.i32[b + CH_FENCE] = fenceRef(fence);
   w.i32[b + CH_PREV_SEQ_LO] = Number(prevSeq & 0xffffffffn) | 0;
   w.i32[b + CH_PREV_SEQ_HI] = Number(prevSeq >> 32n) | 0;
+  if (tracing) traceSlot('dma_fence_init', w, slot);
   return fenceAdoptSlot(slot);
 }
 

@@ -13,11 +13,12 @@
  * counted themselves, bump the multi-wait epoch only if anyone multi-waits).
  */
 import type { DmaFence } from './dma-fence.js';
-import { allocSlot, Kind, onRelease, S_BODY, S_SLEEPERS, writeName } from './shared/slab.js';
+import { allocSlot, Kind, onRelease, readName, S_BODY, S_SLEEPERS, writeName } from './shared/slab.js';
 import {
   abortRace, bumpEpoch, keepAlive, ktimeNowNs, nowMs, orAborted, sleepOnWordAsync, spinEnabled, spinLearn, spinWhile,
 } from './shared/wait.js';
 import { tid, world, type World } from './shared/world.js';
+import { traceNow, traceRecord, tracing, type TraceEventName, type TraceFence } from './trace.js';
 
 /* ---- slot layout of every fence ---- */
 
@@ -186,7 +187,21 @@ export function finishSignal(w: World, slot: number, tsNs: number | bigint): voi
  * The first half of `finishSignal`: timestamp, then state. Waiters that look see
  * the fence signalled; sleepers stay asleep until `wakeSleepers`.
  */
-export function publishState(w: World, slot: number, tsNs: number | bigint): void {
+export function publishState(w: World, slot: number, tsNs: number | bigint, traceTs?: number): void {
+  // Recorded just before the state is published (the kernel records just after): whatever
+  // another thread does on seeing the signal is then recorded later than it, in any trace.
+  // `traceTs`: an earlier moment the fence became visibly done (sw_sync: its counter moved).
+  if (tracing) traceSlot('dma_fence_signaled', w, slot, undefined, traceTs);
+  const b = w.base(slot); // storeState's body: no second call on every shared signal
+  storeU64(w.i32, b + F_TIMESTAMP, typeof tsNs === 'number' ? Math.round(tsNs) : BigInt.asUintN(64, tsNs));
+  Atomics.store(w.i32, b + F_STATE, STATE_SIGNALED);
+}
+
+/**
+ * `publishState` without its tracepoint: for a fence whose signal was already
+ * recorded (a private fence moving into the table) and that nobody can sleep on yet.
+ */
+export function storeState(w: World, slot: number, tsNs: number | bigint): void {
   const b = w.base(slot);
   storeU64(w.i32, b + F_TIMESTAMP, typeof tsNs === 'number' ? Math.round(tsNs) : BigInt.asUintN(64, tsNs));
   Atomics.store(w.i32, b + F_STATE, STATE_SIGNALED);
@@ -203,6 +218,31 @@ export function publishSignal(w: World, slot: number, tsNs: number | bigint): bo
   if (!claimSignal(w, slot)) return false;
   finishSignal(w, slot, tsNs);
   return true;
+}
+
+/* ---- tracepoints (trace.ts) ---- */
+
+function u64At(i32: Int32Array, at: number): number | bigint {
+  const hi = i32[at + 1]! >>> 0;
+  const lo = i32[at]! >>> 0;
+  return hi < 0x200000 ? hi * 4294967296 + lo : (BigInt(hi) << 32n) | BigInt(lo);
+}
+
+/** The identity of fence slot `slot` for a trace event. */
+export function slotTraceFence(w: World, slot: number): TraceFence {
+  const b = w.base(slot);
+  return {
+    context: u64At(w.i32, b + F_CTX_LO), seqno: u64At(w.i32, b + F_SEQ_LO),
+    driver: readName(w, b + F_DRIVER_NAME, NAME_WORDS), timeline: readName(w, b + F_TIMELINE_NAME, NAME_WORDS),
+  };
+}
+
+/**
+ * Record fence event `name` of slot `slot` (`ret`: a wait's result) at `ts`
+ * (default now). Callers test `tracing` first.
+ */
+export function traceSlot(name: TraceEventName, w: World, slot: number, ret?: number, ts = traceNow()): void {
+  traceRecord(name, ret === undefined ? { fence: slotTraceFence(w, slot) } : { fence: slotTraceFence(w, slot), ret }, ts);
 }
 
 /** True if slot `slot` is a leaf fence kind (waits sleep on its own word). */

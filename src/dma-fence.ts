@@ -38,7 +38,8 @@ import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, F_CTX_HI, F_CTX_LO, F_DEADLINE,
   F_DRIVER_NAME, F_ERROR, F_FKIND, F_FLAGS, F_SEQ_HI, F_SEQ_LO, F_SLEEPERS, F_STATE, F_TIMELINE_NAME, FenceKind,
   fenceKindOps, finishSignal, NAME_WORDS, NO_DEADLINE, publishSignal, recordDeadline, remainingMs, seqnoIsLater,
-  slotDone, slotIsLaterOrSame, slotSameContext, slotTimestamp, STATE_PENDING, STATE_SIGNALED, STATE_SIGNALING, waitLeaf, waitLeafAsync,
+  slotDone, slotIsLaterOrSame, slotSameContext, slotTimestamp, slotTraceFence, STATE_PENDING, STATE_SIGNALED, STATE_SIGNALING,
+  storeState, traceSlot, waitLeaf, waitLeafAsync,
 } from './dma-fence-slot.js';
 import { ERRNO, fail } from './errors.js';
 import { packSlots, unpackSlots, type Packet } from './shared/packet.js';
@@ -48,6 +49,7 @@ import {
 } from './shared/slab.js';
 import { ktimeNowNs, multiWait, multiWaitAsync } from './shared/wait.js';
 import { H_CONTEXT, H_STUB, onJoin, world, type World } from './shared/world.js';
+import { traceRecord, tracing, type TraceEventName, type TraceFence } from './trace.js';
 
 /** Driver callbacks (`struct dma_fence_ops`); names are required. */
 export interface DmaFenceOps {
@@ -284,7 +286,9 @@ export class DmaFence implements Disposable {
     const ctx = context === lastInitCtx ? lastInitCtxValue : initContext(context);
     const seq = typeof seqno === 'number' && seqno >>> 0 === seqno ? seqno : checkU64(seqno, 'seqno', 'dma_fence_init');
     privateLive++;
-    return new DmaFence(PRIVATE, PRIVATE_SLOT, ops, ctx, seq, 0);
+    const f = new DmaFence(PRIVATE, PRIVATE_SLOT, ops, ctx, seq, 0);
+    if (tracing) f.trace('dma_fence_init');
+    return f;
   }
 
   /** dma_fence_init64: same with 64-bit seqno ordering. */
@@ -307,7 +311,8 @@ export class DmaFence implements Disposable {
     W.i32[b + F_FLAGS] = this.#pFlags;
     W.i32[b + F_ERROR] = this.#pError;
     if (this.#pDeadline !== undefined) recordDeadline(W, b, this.#pDeadline);
-    if (this.#pState === STATE_SIGNALED) publishSignal(W, slot, this.#pTs);
+    // Its signal was recorded (trace) while private, and nobody can sleep on the new slot yet.
+    if (this.#pState === STATE_SIGNALED && claimSignal(W, slot)) storeState(W, slot, this.#pTs);
     adoptAsHold(W, slot);
     for (let i = 1; i < this.#pRefs; i++) hold(W, slot);
     this.#slot = slot;
@@ -330,6 +335,7 @@ export class DmaFence implements Disposable {
       if (s >= 0) return fenceFromSlot(s);
       if (s === -1 && Atomics.compareExchange(w.i32, H_STUB, -1, -2) === -1) {
         const slot = allocFenceSlot(FenceKind.Stub, 0, 0, false, 'stub', 'stub');
+        if (tracing) traceSlot('dma_fence_init', w, slot);
         publishSignal(w, slot, ktimeNowNs());
         Atomics.store(w.i32, H_STUB, slot); // the allocation reference keeps it forever
         Atomics.notify(w.i32, H_STUB);
@@ -345,6 +351,7 @@ export class DmaFence implements Disposable {
     const w = W ?? world();
     // Like the kernel's: context 0, seqno 0, signalling enabled, signalled at `timestampNs`.
     const slot = allocFenceSlot(FenceKind.Stub, 0, 0, false, 'stub', 'stub');
+    if (tracing) traceSlot('dma_fence_init', w, slot);
     w.i32[w.base(slot) + F_FLAGS] |= DMA_FENCE_FLAG_ENABLE_SIGNAL;
     publishSignal(w, slot, timestampNs);
     return fenceAdoptSlot(slot);
@@ -381,6 +388,18 @@ export class DmaFence implements Disposable {
     const v = this.#pSeq;
     if (typeof v === 'number') return [v % 4294967296 | 0, (v / 4294967296) | 0];
     return [Number(v & 0xffffffffn) | 0, Number((v >> 32n) & 0xffffffffn) | 0];
+  }
+
+  /** @internal this fence's identity for a trace event (trace.ts). */
+  traceFence(): TraceFence {
+    if (!this.#private) return slotTraceFence(W, this.#slot);
+    const [driver, timeline] = askOpsNames(this.#ops!);
+    return { context: this.#pCtx, seqno: this.#pSeq, driver, timeline };
+  }
+
+  /** @internal record fence event `name` of this fence now. Callers test `tracing` first. */
+  trace(name: TraceEventName): void {
+    traceRecord(name, { fence: this.traceFence() });
   }
 
   /** The fence's flag bits (DMA_FENCE_FLAG_*), plus SIGNALED/TIMESTAMP derived from state. */
@@ -602,6 +621,7 @@ export class DmaFence implements Disposable {
       if (this.#pState === STATE_SIGNALED) return false;
       this.#pState = STATE_SIGNALED;
       this.#pTs = tsNs;
+      if (tracing) this.trace('dma_fence_signaled');
       this.runCallbacks();
       return true;
     }
@@ -814,15 +834,25 @@ export class DmaFence implements Disposable {
     this.#check();
     checkTimeout(timeoutMs, 'dma_fence_wait_timeout');
     this.#materialize(); // waits sleep on shared words
-    if (!this.#enable()) return timeoutMs === 0 ? 1 : timeoutMs;
-    if ((opts.intr ?? true) && opts.signal?.aborted) return -ERRNO.ERESTARTSYS;
-    if (timeoutMs === 0) return 0;
-    if (!fenceKindOps(this.kind)?.leaf) {
-      return remainingMs(multiWait(W, () => this.isSignaled(), timeoutMs));
+    const traced = tracing ? this.#traceWaitStart() : undefined;
+    let r: number;
+    if (!this.#enable()) r = timeoutMs === 0 ? 1 : timeoutMs;
+    else if ((opts.intr ?? true) && opts.signal?.aborted) r = -ERRNO.ERESTARTSYS;
+    else if (timeoutMs === 0) r = 0;
+    else if (!fenceKindOps(this.kind)?.leaf) r = remainingMs(multiWait(W, () => this.isSignaled(), timeoutMs));
+    else {
+      r = remainingMs(waitLeaf(W, this.#b, timeoutMs, () => this.#peek() && this.isSignaled()));
+      if (r > 0 && this.#cbs !== null) this.runCallbacks();
     }
-    const r = remainingMs(waitLeaf(W, this.#b, timeoutMs, () => this.#peek() && this.isSignaled()));
-    if (r > 0 && this.#cbs !== null) this.runCallbacks();
+    if (traced !== undefined) traceRecord('dma_fence_wait_end', { fence: traced, ret: r });
     return r;
+  }
+
+  /** Record `dma_fence_wait_start`; returns the identity for the end (a callback may drop the view meanwhile). */
+  #traceWaitStart(): TraceFence {
+    const fence = this.traceFence();
+    traceRecord('dma_fence_wait_start', { fence });
+    return fence;
   }
 
   /** dma_fence_wait: wait forever; 0 when signalled or -ERESTARTSYS. */
@@ -839,22 +869,29 @@ export class DmaFence implements Disposable {
     this.#check();
     checkTimeout(timeoutMs, 'dma_fence_wait_timeout');
     this.#materialize(); // waits sleep on shared words
-    if (!this.#enable()) return timeoutMs === 0 ? 1 : timeoutMs;
+    const traced = tracing ? this.#traceWaitStart() : undefined;
     const abort = (opts.intr ?? true) ? opts.signal : undefined;
-    if (abort?.aborted) return -ERRNO.ERESTARTSYS;
-    if (timeoutMs === 0) return 0;
-    this.get(); // keep the view alive across the await
-    try {
-      if (!fenceKindOps(this.kind)?.leaf) {
-        const r = await multiWaitAsync(W, () => this.isSignaled(), timeoutMs, abort);
-        return r === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(r);
+    let r: number;
+    if (!this.#enable()) r = timeoutMs === 0 ? 1 : timeoutMs;
+    else if (abort?.aborted) r = -ERRNO.ERESTARTSYS;
+    else if (timeoutMs === 0) r = 0;
+    else {
+      this.get(); // keep the view alive across the await
+      try {
+        if (!fenceKindOps(this.kind)?.leaf) {
+          const m = await multiWaitAsync(W, () => this.isSignaled(), timeoutMs, abort);
+          r = m === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(m);
+        } else {
+          const m = await waitLeafAsync(W, this.#b, timeoutMs, abort);
+          if (m !== 'aborted' && m > 0 && this.#cbs !== null) this.runCallbacks();
+          r = m === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(m);
+        }
+      } finally {
+        this.put();
       }
-      const r = await waitLeafAsync(W, this.#b, timeoutMs, abort);
-      if (r !== 'aborted' && r > 0 && this.#cbs !== null) this.runCallbacks();
-      return r === 'aborted' ? -ERRNO.ERESTARTSYS : remainingMs(r);
-    } finally {
-      this.put();
     }
+    if (traced !== undefined) traceRecord('dma_fence_wait_end', { fence: traced, ret: r });
+    return r;
   }
 
   /** Promise form of `wait`: resolves 0 when signalled, or -ERESTARTSYS. */
@@ -1015,10 +1052,15 @@ export function fenceSlotWaitTimeout(w: World, slot: number, timeoutMs: number):
   const view = wrappers[slot];
   if (view) return view.waitTimeout(timeoutMs);
   const b = w.base(slot);
+  const traced = tracing; // an end only for a recorded start, as in waitTimeout
+  if (traced) traceSlot('dma_fence_wait_start', w, slot);
   Atomics.or(w.i32, b + F_FLAGS, DMA_FENCE_FLAG_ENABLE_SIGNAL);
-  if (fenceSlotIsSignaled(w, slot)) return timeoutMs === 0 ? 1 : timeoutMs;
-  if (timeoutMs === 0) return 0;
-  return remainingMs(waitLeaf(w, b, timeoutMs, () => slotDone(w, slot) && fenceSlotIsSignaled(w, slot)));
+  let r: number;
+  if (fenceSlotIsSignaled(w, slot)) r = timeoutMs === 0 ? 1 : timeoutMs;
+  else if (timeoutMs === 0) r = 0;
+  else r = remainingMs(waitLeaf(w, b, timeoutMs, () => slotDone(w, slot) && fenceSlotIsSignaled(w, slot)));
+  if (traced) traceSlot('dma_fence_wait_end', w, slot, r); // the caller's fd keeps the slot alive
+  return r;
 }
 
 /**

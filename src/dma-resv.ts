@@ -51,7 +51,8 @@ export const DMA_RESV_USAGE_WRITE = 1;
 export const DMA_RESV_USAGE_READ = 2;
 export const DMA_RESV_USAGE_BOOKKEEP = 3;
 export type DmaResvUsage = 0 | 1 | 2 | 3;
-const USAGE_NAMES = ['kernel', 'write', 'read', 'bookkeep'] as const;
+/** The usages by name, as dma_resv_describe prints them (and trace events carry them). */
+export const USAGE_NAMES = ['kernel', 'write', 'read', 'bookkeep'] as const;
 
 /** dma_resv_usage_rw: the usage a new read (false) or write (true) must wait on. */
 /**

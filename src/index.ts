@@ -22,6 +22,10 @@ export {
   allocPages, arenaStats, freePages, MAX_ORDER, orderFor, PAGE_SIZE, pageBytes, type ArenaStats,
 } from './shared/arena.js';
 export { setWaitSpin } from './shared/wait.js';
+export {
+  TRACE_DEFAULT_CAPACITY, traceDisable, traceEnable, traceIsEnabled, traceTake, type TraceBuffer, type TraceEvent,
+  type TraceEventName, type TraceFence, type TraceLog, type TraceUsage,
+} from './trace.js';
 export { dmaFenceArrayCreate, dmaFenceArrayMembers, dmaFenceMatchContext, isContainer, isDmaFenceArray } from './dma-fence-array.js';
 export {
   chainLinks, dmaFenceChainContained, dmaFenceChainFindSeqno, dmaFenceChainInit, dmaFenceChainPrevSeqno, dmaFenceChainWalk,

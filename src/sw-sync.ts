@@ -37,7 +37,7 @@ import {
 import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_USER_BITS, F_AUX, F_ERROR, F_FLAGS, F_SEQ_LO, F_TIMELINE_NAME, FenceKind,
   finishSignal, publishState, recordDeadline, registerFenceKind, seqno32IsLater, slotSignaled, slotTimestamp,
-  wakeSleepers,
+  traceSlot, wakeSleepers,
 } from './dma-fence-slot.js';
 import { ERRNO } from './errors.js';
 import { allocFile, fileGet, FileHandle, filePriv, FileType, receiveFile, registerFileType } from './file.js';
@@ -48,6 +48,7 @@ import {
 } from './shared/slab.js';
 import { bumpEpoch, ktimeNowNs } from './shared/wait.js';
 import { H_TIMELINE_HEAD, H_TIMELINE_LOCK, H_TIMELINE_TAIL, world, type World } from './shared/world.js';
+import { traceNow, tracing } from './trace.js';
 
 /* Timeline slot. */
 const TL_VALUE = S_DATA + 0;
@@ -124,8 +125,8 @@ function ptSignaled(w: World, pt: number): boolean {
  * reference to it for `wakeSignaled` in `done`. A point whose last reference is
  * already gone (its release waits for this lock) has nobody to wake.
  */
-function signalLocked(w: World, pt: number, done: number[]): void {
-  publishState(w, pt, ktimeNowNs());
+function signalLocked(w: World, pt: number, done: number[], traceTs?: number): void {
+  publishState(w, pt, ktimeNowNs(), traceTs);
   if (tryRef(w, pt)) done.push(pt);
 }
 
@@ -187,6 +188,7 @@ function ptCreate(w: World, tl: number, value: number): number {
   const pt = allocFenceSlot(FenceKind.SwSync, ctx, value >>> 0, false, SW_SYNC_NAME, null, 'sw_sync_create_fence');
   const pb = w.base(pt);
   copyName(w, b + TL_NAME, pb + F_TIMELINE_NAME, TL_NAME_WORDS);
+  if (tracing) traceSlot('dma_fence_init', w, pt); // also a point dropped below for an existing one, as sync_pt_create
   ref(w, tl); // every point references its timeline
   w.i32[pb + PT_TIMELINE] = tl;
   w.i32[pb + PT_NEXT] = -1;
@@ -222,11 +224,13 @@ function timelineSignal(w: World, tl: number, inc: number): void {
   const done: number[] = [];
   mutexLock(w, b + S_LOCK);
   try {
+    // Points count as signalled (ptSignaled) from this store on: their trace events say so.
+    const traceTs = tracing ? traceNow() : undefined;
     Atomics.store(w.i32, b + TL_VALUE, (w.i32[b + TL_VALUE]! + inc) | 0);
     let pt = w.i32[b + TL_PT_HEAD]!;
     while (pt >= 0 && ptSignaled(w, pt)) {
       const next = w.i32[w.base(pt) + PT_NEXT]!;
-      if (claimSignal(w, pt)) signalLocked(w, pt, done);
+      if (claimSignal(w, pt)) signalLocked(w, pt, done, traceTs);
       unlinkPt(w, tl, pt); // last: see release
       pt = next;
     }

@@ -20,7 +20,7 @@ function run(...args: string[]): { status: number | null; stdout: string; stderr
 }
 
 test('--help on the command and every subcommand', () => {
-  for (const args of [['--help'], ['demo', '--help'], ['heaps', '--help'], ['bench', '--help']]) {
+  for (const args of [['--help'], ['demo', '--help'], ['heaps', '--help'], ['trace', '--help'], ['trace', 'view', '--help'], ['bench', '--help']]) {
     const r = run(...args);
     assert.equal(r.status, 0, args.join(' '));
     assert.match(r.stdout, /^usage: dmabuf/, args.join(' '));

@@ -22,9 +22,10 @@
  * The ioctl argument structs are made once per stage and reused: the loop
  * allocates nothing of its own.
  */
+import { writeFileSync } from 'node:fs';
 import * as U from '../uapi/index.js';
 import { LatencyLog } from './latency.js';
-import { reportMismatch, stageMain, type StageConfig } from './pipeline.js';
+import { reportMismatch, stageMain, stageName, type StageConfig } from './pipeline.js';
 import { StageControl } from './stage-control.js';
 import { stageWork } from './stage-work.js';
 
@@ -71,12 +72,27 @@ class Pool {
   }
 }
 
+/**
+ * Name this thread after its stage, as pthread_setname_np does (its comm), so that
+ * the sw_sync timeline it opens carries the name too (sw_sync names a timeline
+ * after its opener's comm): traced fences then read `camera 12`, not `node 12`.
+ * Without a writable procfs the name stays as it was.
+ */
+function nameThread(name: string): void {
+  try {
+    writeFileSync('/proc/thread-self/comm', name);
+  } catch {
+    // not Linux, or procfs read-only: the timelines keep the process's name
+  }
+}
+
 function run(cfg: StageConfig, inFds: number[], outFds: number[], ready: () => void): void {
   const ctl = new StageControl(cfg.control, cfg.stageCount);
   const latency = cfg.latency ? new LatencyLog(cfg.latency) : undefined;
   const work = stageWork(cfg);
   const input = inFds.length ? new Pool(inFds, cfg.frameBytes, U.DMA_BUF_SYNC_READ) : undefined;
   const output = outFds.length ? new Pool(outFds, cfg.frameBytes, U.DMA_BUF_SYNC_WRITE) : undefined;
+  nameThread(stageName(cfg));
   const timeline = U.open('/dev/sw_sync');
   const point = { value: 0, name: cfg.role, fence: -1 };
   ready();

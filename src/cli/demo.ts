@@ -11,11 +11,13 @@
 import { deflateSync, crc32 } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
 import { MessageChannel } from 'node:worker_threads';
+import { traceDisable, traceEnable, traceTake } from '../trace.js';
 import * as U from '../uapi/index.js';
 import type { CopyPorts } from './demo-copy-worker.js';
 import type { DmabufStageMsg } from './demo-worker.js';
 import { latencyPercentiles, type LatencyPercentiles } from './latency.js';
-import { Pipeline, type PipelineSpec, type StageConfig, type Transport } from './pipeline.js';
+import { Pipeline, stageName, stageRole, type PipelineSpec, type StageConfig, type Transport } from './pipeline.js';
+import type { ThreadTrace } from './trace.js';
 
 export interface DemoOptions {
   width: number;
@@ -30,6 +32,8 @@ export interface DemoOptions {
   png?: string | undefined;
   /** Called about twice a second with a progress line. */
   progress?: ((line: string) => void) | undefined;
+  /** Record the tracepoints of every thread of the zero-copy pipeline (DemoResult.traces). */
+  trace?: boolean | undefined;
 }
 
 export interface DemoResult {
@@ -41,6 +45,8 @@ export interface DemoResult {
   mismatches: number;
   /** bufinfo while the pools were alive (dmabuf mode). */
   bufinfo: string;
+  /** With `trace` (dmabuf mode): each thread's log, main first, then the stages in pipeline order. */
+  traces?: ThreadTrace[];
 }
 
 /** Allocate `count` buffers of `bytes` from the heap open at `heapFd` (uapi). */
@@ -113,11 +119,19 @@ export function copyTransport(cfgs: StageConfig[]): Transport {
 
 /** Run the pipeline once. @throws with `code` on an error (EBADMSG for a content mismatch). */
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  const trace = (o.trace ?? false) && !o.copy;
   const spec: PipelineSpec = {
-    width: o.width, height: o.height, gpus: o.stages, depth: o.depth, frames: o.frames, work: 'demo', latency: true,
+    width: o.width, height: o.height, gpus: o.stages, depth: o.depth, frames: o.frames, work: 'demo', latency: true, trace,
   };
   const into: DmabufPools = { pools: [] };
-  const p = await Pipeline.start(spec, o.copy ? copyTransport : dmabufTransport(o.heap, into));
+  if (trace) traceEnable();
+  let p: Pipeline;
+  try {
+    p = await Pipeline.start(spec, o.copy ? copyTransport : dmabufTransport(o.heap, into));
+  } catch (e) {
+    if (trace) traceDisable();
+    throw e;
+  }
   let timer: NodeJS.Timeout | undefined;
   try {
     const started = performance.now();
@@ -135,11 +149,22 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     return {
       mode: o.copy ? 'copy' : 'dmabuf', frames: o.frames, seconds, fps: o.frames / seconds,
       latencyMs: latencyPercentiles(p.latency!.snapshot()), mismatches: p.control.mismatches, bufinfo,
+      ...(trace ? { traces: collectTraces(p, spec) } : {}),
     };
   } finally {
     if (timer) clearInterval(timer);
+    if (trace) traceDisable();
     await p.close();
   }
+}
+
+/** Every thread's trace log: the main thread's, then each stage's in pipeline order. */
+function collectTraces(p: Pipeline, spec: PipelineSpec): ThreadTrace[] {
+  const traces: ThreadTrace[] = [{ name: 'main', log: traceTake() }];
+  p.traces.forEach((log, index) => {
+    if (log) traces.push({ name: stageName({ role: stageRole(index, spec.gpus + 2), index }), log });
+  });
+  return traces;
 }
 
 /** A function for the progress line: latency over the frames since its last call (`all`: over every frame). */

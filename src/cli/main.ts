@@ -4,17 +4,21 @@
  *
  *   dmabuf demo [options]   a zero-copy frame pipeline across worker threads
  *   dmabuf heaps            the heaps and what is allocated from them
+ *   dmabuf trace view FILE  a trace from `demo --trace FILE` as an HTML timeline
  *   dmabuf bench [args]     the benchmark suite (from a checkout: npm run bench)
  *
  * Every subcommand takes --help. Errors print as `<code>: <message>` and exit 1.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DmaHeap } from '../dma-heap.js';
 import * as U from '../uapi/index.js';
 import { runDemo, type DemoOptions, type DemoResult } from './demo.js';
+import { readChromeTrace, toChromeTrace } from './trace.js';
+import { renderTraceHtml } from './trace-view.js';
 
 class UsageError extends Error {
   readonly code = 'EINVAL';
@@ -26,6 +30,7 @@ const HELP: Record<string, string> = {
 commands:
   demo     run a zero-copy frame pipeline (camera -> gpu stages -> display)
   heaps    list the dma-heaps and their usage
+  trace    view a fence trace recorded with demo --trace
   bench    run the benchmark suite
 
 Run 'dmabuf <command> --help' for a command's options.`,
@@ -40,10 +45,29 @@ Run 'dmabuf <command> --help' for a command's options.`,
   --copy         hand frames on with postMessage copies instead
   --compare      run both pipelines and print the ratio
   --png FILE     save the last displayed frame as a PNG
+  --trace FILE   record every thread's fence events (created, signalled, waited
+                 on, added to which buffer) as Chrome trace-event JSON, for
+                 Perfetto, chrome://tracing or 'dmabuf trace view FILE'; with
+                 --compare it traces the dmabuf run; with --copy it is EINVAL
+                 (that pipeline uses no fences)
   --quiet        no progress line`,
   heaps: `usage: dmabuf heaps
 
 Lists every heap under /dev/dma_heap with the buffers and bytes allocated from it.`,
+  trace: `usage: dmabuf trace <command>
+
+commands:
+  view FILE [-o OUT.html]   write a self-contained HTML timeline of a trace file
+
+Record a trace with 'dmabuf demo --trace FILE'.`,
+  'trace view': `usage: dmabuf trace view FILE [-o OUT.html]
+
+Writes the Chrome trace-event file FILE (from 'dmabuf demo --trace') as one
+self-contained HTML page: a timeline with one lane per thread and per buffer,
+waits and fence lifetimes as bars, hover for details. Opens offline in any
+browser.
+
+  -o, --output OUT   the HTML file (default FILE with .json replaced by .html)`,
   bench: `usage: dmabuf bench [--filter S] [--quick]
 
 Runs the benchmark suite and rewrites BENCHMARKS.md. Needs a checkout of the
@@ -57,13 +81,36 @@ function int(v: string | undefined, name: string, fallback: number, min: number,
   return n;
 }
 
-function demoOptions(args: string[]): (DemoOptions & { compare: boolean; quiet: boolean }) | null {
+/** A file error with its code, its message not repeating the code (`<code>: <message>` adds it). */
+function fileError(e: unknown, what: string): Error {
+  const x = e as { code?: string; message?: string };
+  const why = (x.message ?? String(e)).replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
+  return Object.assign(new Error(`${what}: ${why}`), { code: x.code ?? 'EIO' });
+}
+
+/** Check that `file` can be created before a long run writes it. @throws ENOENT, ENOTDIR, EISDIR. */
+function checkOutput(file: string, option: string): void {
+  if (file === '') throw new UsageError(`${option} needs a file name`);
+  const dir = dirname(resolve(file));
+  let st;
+  try {
+    st = statSync(dir);
+  } catch (e) {
+    throw fileError(e, `${option} ${file}: no directory ${dir}`);
+  }
+  if (!st.isDirectory()) throw Object.assign(new Error(`${option} ${file}: ${dir} is not a directory`), { code: 'ENOTDIR' });
+  if (existsSync(file) && statSync(file).isDirectory()) throw Object.assign(new Error(`${option} ${file} is a directory`), { code: 'EISDIR' });
+}
+
+type DemoArgs = DemoOptions & { compare: boolean; quiet: boolean; traceFile: string | undefined };
+
+function demoOptions(args: string[]): DemoArgs | null {
   const { values } = parseArgs({
     args, strict: true,
     options: {
       width: { type: 'string' }, height: { type: 'string' }, stages: { type: 'string' }, frames: { type: 'string' },
       heap: { type: 'string' }, depth: { type: 'string' }, copy: { type: 'boolean' }, compare: { type: 'boolean' },
-      png: { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
+      png: { type: 'string' }, quiet: { type: 'boolean' }, trace: { type: 'string' }, help: { type: 'boolean' },
     },
   });
   if (values.help) return null;
@@ -71,11 +118,33 @@ function demoOptions(args: string[]): (DemoOptions & { compare: boolean; quiet: 
   const heap = values.heap ?? 'system';
   if (!U.readdir('/dev/dma_heap').includes(heap)) throw Object.assign(new Error(`no heap '${heap}' (see dmabuf heaps)`), { code: 'ENOENT' });
   if (values.copy && values.compare) throw new UsageError('--copy and --compare exclude each other');
+  if (values.trace !== undefined) {
+    if (values.copy) throw new UsageError('--trace records fences, and --copy uses none: drop one of them');
+    checkOutput(values.trace, '--trace');
+  }
   return {
     width, height: int(values.height, 'height', 480, 1, 16384), stages: int(values.stages, 'stages', 2, 0, 16),
     frames: int(values.frames, 'frames', 600, 1, 10_000_000), heap, depth: int(values.depth, 'depth', 3, 1, 64),
     copy: values.copy ?? false, compare: values.compare ?? false, png: values.png, quiet: values.quiet ?? false,
+    trace: values.trace !== undefined, traceFile: values.trace,
   };
+}
+
+/** Write the traces of run `r` to `file` as Chrome trace-event JSON; returns the line to print. */
+function writeTrace(file: string, r: DemoResult, o: DemoArgs): string {
+  const traces = r.traces ?? [];
+  const json = toChromeTrace(traces, {
+    command: 'dmabuf demo', frames: o.frames, stages: o.stages, width: o.width, height: o.height, depth: o.depth, heap: o.heap,
+  });
+  try {
+    writeFileSync(file, JSON.stringify(json));
+  } catch (e) {
+    throw fileError(e, `cannot write --trace ${file}`);
+  }
+  const events = traces.reduce((n, t) => n + t.log.events.length, 0);
+  const dropped = json.otherData['dropped'] as number;
+  return `trace: ${events} events of ${traces.length} threads${dropped ? ` (${dropped} dropped: the per-thread buffer was full)` : ''}`
+    + ` written to ${file}; view it with: dmabuf trace view ${file}`;
 }
 
 function summary(r: DemoResult): string {
@@ -91,9 +160,10 @@ async function demo(args: string[], out: (s: string) => void): Promise<void> {
     process.stderr.write(`\r${line}\x1b[K`);
   };
   const run = async (copy: boolean): Promise<DemoResult> => {
-    const r = await runDemo({ ...o, copy, progress });
+    const r = await runDemo({ ...o, copy, progress, trace: o.trace && !copy });
     if (progress) process.stderr.write('\r\x1b[K');
     out(summary(r));
+    if (o.traceFile !== undefined && !copy) out(writeTrace(o.traceFile, r, o));
     return r;
   };
   out(`pipeline: camera -> ${o.stages} gpu stage(s) -> display, ${o.width}x${o.height} RGBA frames `
@@ -118,6 +188,36 @@ function heaps(args: string[], out: (s: string) => void): void {
   }
 }
 
+/** `dmabuf trace view FILE [-o OUT]`. */
+function trace(args: string[], out: (s: string) => void): void {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === 'help') return out(HELP['trace']!);
+  if (sub !== 'view') throw new UsageError(`unknown trace command '${sub}' (try dmabuf trace --help)`);
+  const { values, positionals } = parseArgs({
+    args: rest, strict: true, allowPositionals: true,
+    options: { output: { type: 'string', short: 'o' }, help: { type: 'boolean' } },
+  });
+  if (values.help) return out(HELP['trace view']!);
+  if (positionals.length !== 1) throw new UsageError('trace view needs exactly one FILE (try dmabuf trace view --help)');
+  const file = positionals[0]!;
+  const output = values.output ?? (file.endsWith('.json') ? `${file.slice(0, -5)}.html` : `${file}.html`);
+  checkOutput(output, '-o');
+  if (resolve(output) === resolve(file)) throw new UsageError(`-o ${output} would overwrite the trace itself`);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw fileError(e, `cannot read trace ${file}`);
+  }
+  const html = renderTraceHtml(readChromeTrace(text, file), file);
+  try {
+    writeFileSync(output, html);
+  } catch (e) {
+    throw fileError(e, `cannot write ${output}`);
+  }
+  out(`wrote ${output} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB): open it in a browser`);
+}
+
 function bench(args: string[], out: (s: string) => void): void {
   if (args.includes('--help')) return out(HELP['bench']!);
   const runner = fileURLToPath(new URL('../../build-test/bench/run.js', import.meta.url));
@@ -133,6 +233,7 @@ export async function main(argv: string[], out: (s: string) => void = console.lo
     if (cmd === undefined || cmd === '--help' || cmd === 'help') out(HELP['main']!);
     else if (cmd === 'demo') await demo(rest, out);
     else if (cmd === 'heaps') heaps(rest, out);
+    else if (cmd === 'trace') trace(rest, out);
     else if (cmd === 'bench') bench(rest, out);
     else throw new UsageError(`unknown command '${cmd}' (try dmabuf --help)`);
     return 0;

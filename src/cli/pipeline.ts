@@ -21,6 +21,7 @@
  */
 import { readlinkSync } from 'node:fs';
 import { parentPort, Worker, workerData, type TransferListItem } from 'node:worker_threads';
+import { traceEnable, traceTake, type TraceLog } from '../trace.js';
 import { LatencyLog } from './latency.js';
 import { StageControl } from './stage-control.js';
 import { RING, WORK_MODES, type WorkConfig, type WorkMode } from './stage-work.js';
@@ -37,6 +38,8 @@ export interface PipelineSpec {
   work: WorkMode;
   /** Record frame latencies (latency.ts). */
   latency: boolean;
+  /** Record every stage's tracepoints (trace.ts); `Pipeline.traces` has them once finished. */
+  trace?: boolean | undefined;
 }
 
 /** What one stage worker gets in `workerData[transport.key]`. */
@@ -52,6 +55,18 @@ export interface StageConfig extends WorkConfig {
   control: SharedArrayBuffer;
   /** The latency log (latency.ts), if recorded. */
   latency: SharedArrayBuffer | undefined;
+  /** Record tracepoints and send the log with 'done'. */
+  trace: boolean;
+}
+
+/** The role of stage `i` of `stageCount`. */
+export function stageRole(i: number, stageCount: number): StageConfig['role'] {
+  return i === 0 ? 'camera' : i === stageCount - 1 ? 'display' : 'gpu';
+}
+
+/** A stage's name: camera, gpu1..gpuN, display. */
+export function stageName(cfg: Pick<StageConfig, 'role' | 'index'>): string {
+  return cfg.role === 'gpu' ? `gpu${cfg.index}` : cfg.role;
 }
 
 /** How frames travel: the stage script, and the first message of each stage with its transfer list. */
@@ -67,7 +82,7 @@ export interface Transport {
 /** Messages from a stage to the main thread. */
 export type StageMsg =
   | { kind: 'ready'; tid: number }
-  | { kind: 'done' }
+  | { kind: 'done'; trace?: TraceLog }
   | { kind: 'mismatch'; f: number; what: string }
   | { kind: 'error'; code: string; message: string };
 
@@ -95,9 +110,9 @@ export function stageConfigs(spec: PipelineSpec): StageConfig[] {
     sums: new SharedArrayBuffer(4 * RING),
   };
   return Array.from({ length: stageCount }, (_, i) => ({
-    role: i === 0 ? 'camera' : i === stageCount - 1 ? 'display' : 'gpu',
+    role: stageRole(i, stageCount),
     index: i, stageCount, frames: spec.frames, depth: spec.depth, frameBytes: spec.width * spec.height * 4,
-    width: spec.width, gpus: spec.gpus, work: spec.work, ...shared,
+    width: spec.width, gpus: spec.gpus, work: spec.work, trace: spec.trace ?? false, ...shared,
   }));
 }
 
@@ -113,6 +128,8 @@ export class Pipeline {
   readonly frames: number;
   /** Kernel thread id of each stage (camera first), -1 where unknown; set once started. */
   readonly tids: number[];
+  /** Each stage's trace log (camera first), once it is done, if the spec asked for traces. */
+  readonly traces: Array<TraceLog | undefined>;
   readonly #workers: Worker[];
   readonly #transport: Transport;
   readonly #ended: Promise<void>;
@@ -128,7 +145,8 @@ export class Pipeline {
     this.#transport = transport;
     this.#workers = cfgs.map((c) => new Worker(transport.script, { workerData: { [transport.key]: c } }));
     this.tids = cfgs.map(() => -1);
-    const watch = this.#workers.map((w, i) => watchStage(w, (tid) => (this.tids[i] = tid)));
+    this.traces = cfgs.map(() => undefined);
+    const watch = this.#workers.map((w, i) => watchStage(w, (tid) => (this.tids[i] = tid), (log) => (this.traces[i] = log)));
     this.#failed = Promise.race(watch.map((s) => s.failed));
     this.#failed.catch(() => {}); // observed through run/finish/ready
     this.#ended = Promise.all(watch.map((s) => s.ended)).then(() => {});
@@ -182,8 +200,11 @@ export class Pipeline {
   }
 }
 
-/** A stage's ready, ended and failed promises, from its messages and its exit; `onTid` gets its kernel thread id. */
-function watchStage(w: Worker, onTid: (tid: number) => void): { ready: Promise<void>; ended: Promise<void>; failed: Promise<never> } {
+/**
+ * A stage's ready, ended and failed promises, from its messages and its exit; `onTid`
+ * gets its kernel thread id, `onTrace` the trace log it sent with 'done'.
+ */
+function watchStage(w: Worker, onTid: (tid: number) => void, onTrace: (log: TraceLog) => void): { ready: Promise<void>; ended: Promise<void>; failed: Promise<never> } {
   let ready!: () => void;
   let ended!: () => void;
   let failed!: (e: unknown) => void;
@@ -198,7 +219,10 @@ function watchStage(w: Worker, onTid: (tid: number) => void): { ready: Promise<v
       onTid(m.tid);
       ready();
     }
-    else if (m.kind === 'done') done = true;
+    else if (m.kind === 'done') {
+      done = true;
+      if (m.trace) onTrace(m.trace);
+    }
     else failed(stageError(m));
   });
   w.on('error', (e) => failed(e));
@@ -222,9 +246,10 @@ export function stageMain<M>(key: string, body: (cfg: StageConfig, msg: M, ready
   const port = parentPort;
   const post = (m: StageMsg): void => port.postMessage(m);
   port.once('message', (msg: M) => {
+    if (cfg.trace) traceEnable();
     Promise.resolve()
       .then(() => body(cfg, msg, () => post({ kind: 'ready', tid: kernelTid() })))
-      .then(() => post({ kind: 'done' }), (e: unknown) => {
+      .then(() => post(cfg.trace ? { kind: 'done', trace: traceTake() } : { kind: 'done' }), (e: unknown) => {
         const err = e as { code?: string; message?: string };
         post({ kind: 'error', code: err.code ?? 'ERROR', message: err.message ?? String(e) });
       });
