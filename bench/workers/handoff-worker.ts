@@ -2,7 +2,8 @@
  * The worker side of the buffer hand-off benchmarks (bench/buffer.bench.ts).
  *
  * The main thread posts one `Start` (one variant per worker) carrying a
- * MessagePort; the worker answers `{ ev: 'ready' }` on its parent port. From then
+ * MessagePort; the worker answers `{ ev: 'ready', tid }` (its kernel thread id, for
+ * pinning) on its parent port. From then
  * on every message on the MessagePort is one buffer handed over: the worker gets
  * at the bytes the way the variant says, adds 1 to byte 0, lets go of what it
  * received, and hands the buffer back the same way. A `null` message ends the
@@ -13,6 +14,7 @@
  * inside a Worker.
  */
 import { isMainThread, parentPort, type MessagePort } from 'node:worker_threads';
+import { kernelTid } from '../affinity.js';
 import { DmaBuf, PAGE_SIZE, type Packet } from 'dmabuf';
 import {
   close, DMA_BUF_IOCTL_SYNC, DMA_BUF_SYNC_END, DMA_BUF_SYNC_RW, DMA_BUF_SYNC_START, ioctl, MAP_SHARED, mmap, munmap,
@@ -37,7 +39,7 @@ export interface Start {
   port: MessagePort;
 }
 
-export type Reply = { ev: 'ready' } | { ev: 'done'; trips: number; error?: string };
+export type Reply = { ev: 'ready'; tid: number } | { ev: 'done'; trips: number; error?: string };
 
 type Payload = FdPacket | Packet | SharedArrayBuffer | ArrayBuffer;
 
@@ -122,7 +124,7 @@ function start(msg: Start): void {
       port.postMessage({ error }); // release the main thread's round trip
     }
   });
-  parent.postMessage({ ev: 'ready' } satisfies Reply);
+  parent.postMessage({ ev: 'ready', tid: kernelTid() } satisfies Reply);
 }
 
 if (!isMainThread && parentPort) {
