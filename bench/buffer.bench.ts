@@ -431,9 +431,8 @@ async function handoffs(size: number, oneCore = false): Promise<void> {
     [`(e) baseline: postMessage(ArrayBuffer, [transfer]), and back (${sz})`, 'transfer'],
     [`(f) baseline: postMessage(ArrayBuffer) structured clone, and back (${sz})`, 'clone'],
   ];
-  // The contrast keeps (a), (d), (e) in their places (the destructuring below) and skips the rest.
-  const H = oneCore ? all.map(([n, m]) => [['fds', 'sab', 'transfer'].includes(m) ? n : '', m] as [string, Mode]) : all;
-  if (!wantsAny(H.map(([n]) => n).filter((n) => n !== ''))) return;
+  const H = oneCore ? all.filter(([, m]) => m === 'fds' || m === 'sab' || m === 'transfer') : all;
+  if (!wantsAny(H.map(([n]) => n))) return;
   // Every variant in its own worker, all started up front and measured round by round
   // in turn: a round trip's cost here swings with the load of other processes.
   const variants: Array<Variant | undefined> = [];
@@ -441,15 +440,15 @@ async function handoffs(size: number, oneCore = false): Promise<void> {
   if (!placed) group(`hand a ${sz} buffer: NOT pinned (taskset failed or fewer than 2 CPUs)`);
   try {
     for (const [name, mode] of H) {
-      variants.push(name !== '' && wants(name) ? await startVariant(name, mode, size, placed?.worker ?? (() => true)) : undefined);
+      variants.push(wants(name) ? await startVariant(name, mode, size, placed?.worker ?? (() => true)) : undefined);
     }
-    const measured = H.map(([name], k) => ({ name, k })).filter(({ name }) => name !== '');
-    const got = await benchInterleavedEach(measured.map(({ name, k }) => ({
+    const got = await benchInterleavedEach(H.map(([name], k) => ({
       name,
       fn: (n: number) => variants[k]!.batch(n),
       opts: variants[k]?.opts ?? handoffOpts('sab', size),
     })));
-    const [a, b, c, d, e, f] = H.map((_, k) => got[measured.findIndex((m) => m.k === k)]);
+    const result = (mode: Mode): Result | undefined => got[H.findIndex(([, m]) => m === mode)];
+    const [a, b, c, d, e, f] = (['fds', 'fds-sync', 'driver', 'sab', 'transfer', 'clone'] as const).map(result);
     ratio(`(a)/(d) dmabuf fd hand-off vs raw SharedArrayBuffer, ${sz}`, a, d, oneCore ? undefined : { op: '<=', value: 1.5 });
     if (oneCore) {
       ratio(`(e)/(d) transferred ArrayBuffer vs raw SharedArrayBuffer, ${sz}`, e, d);
