@@ -38,7 +38,7 @@ import {
   SW_SYNC_IOC_INC,
 } from 'dmabuf/uapi';
 import {
-  absolute, bench, benchInterleavedEach, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions, type Result,
+  absolute, bench, benchInterleavedEach, group, publish, ratio, suite, wants, wantsAny, type BenchOptions, type Result,
 } from './harness.js';
 import { getAffinity, kernelTid, parseCpuList, setAffinity } from './affinity.js';
 import { Peer } from './peer.js';
@@ -507,5 +507,5 @@ export async function run(): Promise<void> {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   await run();
-  console.log(`wrote ${writeResults()} and ${updateMarkdown()}`);
+  console.log(publish());
 }

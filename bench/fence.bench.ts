@@ -20,8 +20,8 @@ import { pathToFileURL } from 'node:url';
 import { DmaFence, setWaitSpin, SwSyncTimeline, type DmaFenceOps } from 'dmabuf';
 import { close, ioctl, open, sendFds, SW_SYNC_IOC_INC } from 'dmabuf/uapi';
 import {
-  absolute, bench, benchInterleaved, count, group, pairedRatio, ratio, suite, updateMarkdown, wants, wantsAny,
-  writeResults, type BenchOptions, type Result,
+  absolute, bench, benchInterleaved, count, group, pairedRatio, publish, ratio, suite, wants, wantsAny,
+  type BenchOptions, type Result,
 } from './harness.js';
 import { getAffinity, kernelTid, parseCpuList, setAffinity } from './affinity.js';
 import { Peer } from './peer.js';
@@ -562,5 +562,5 @@ export async function run(): Promise<void> {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   await run();
-  console.log(`wrote ${writeResults()} and ${updateMarkdown()}`);
+  console.log(publish());
 }

@@ -432,6 +432,8 @@ export function fmtNs(ns: number): string {
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url)); // build-test/bench/harness.js -> repo
 export const RESULTS_JSON = `${repoRoot}bench/results/latest.json`;
 export const BENCHMARKS_MD = `${repoRoot}BENCHMARKS.md`;
+/** Where a partial run (--filter, --quick) writes: never over the recorded figures. */
+export const PARTIAL_JSON = `${repoRoot}bench/results/partial.json`;
 
 /** The command line that ran this process, relative to the repository. */
 export function commandLine(): string {
@@ -458,6 +460,33 @@ export function writeResults(r: Report = report(), path = RESULTS_JSON): string 
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, `${JSON.stringify(r, null, 2)}\n`);
   return path;
+}
+
+/**
+ * Write what this run measured, and say where. A full run (no --filter, no
+ * --quick) writes latest.json — replacing the suites it ran, keeping the others —
+ * and regenerates their sections of BENCHMARKS.md. A partial run writes only
+ * bench/results/partial.json: a subset or a smoke run must not replace the
+ * recorded figures.
+ */
+export function publish(r: Report = report()): string {
+  if (r.filter !== undefined || r.quick) {
+    return `partial run: wrote ${writeResults(r, PARTIAL_JSON)}; BENCHMARKS.md and latest.json left as they were`;
+  }
+  return `wrote ${writeResults(mergeBySuite(r, RESULTS_JSON))} and ${updateMarkdown(r)}`;
+}
+
+/** `r` with the results and ratios of suites it did not run taken from the report at `path`, if any. */
+function mergeBySuite(r: Report, path: string): Report {
+  if (!existsSync(path)) return r;
+  const old = JSON.parse(readFileSync(path, 'utf8')) as Report;
+  if (old.quick || old.filter !== undefined) return r;
+  const ran = new Set([...r.results.map((x) => x.suite), ...r.ratios.map((x) => x.suite)]);
+  return {
+    ...r,
+    results: [...old.results.filter((x) => !ran.has(x.suite)), ...r.results],
+    ratios: [...old.ratios.filter((x) => !ran.has(x.suite)), ...r.ratios],
+  };
 }
 
 function machineLine(m: Machine): string {

@@ -33,7 +33,7 @@ import { copyTransport, dmabufTransport } from '#cli/demo.js';
 import { Pipeline, type PipelineSpec, type StageConfig, type Transport } from '#cli/pipeline.js';
 import type { WorkMode } from '#cli/stage-work.js';
 import {
-  benchInterleavedEach, count, flags, group, pairedRatio, plan, suite, updateMarkdown, wants, wantsAny, writeResults,
+  benchInterleavedEach, count, flags, group, pairedRatio, plan, publish, suite, wants, wantsAny,
   type BenchOptions, type Result,
 } from './harness.js';
 import { getAffinity, kernelTid, parseCpuList, setAffinity } from './affinity.js';
@@ -172,5 +172,5 @@ export async function run(): Promise<void> {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   await run();
-  console.log(`wrote ${writeResults()} and ${updateMarkdown()}`);
+  console.log(publish());
 }

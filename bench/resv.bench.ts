@@ -26,7 +26,7 @@ import {
   type DmaResvLocked, type DmaResvUsage,
 } from 'dmabuf';
 import {
-  absolute, bench, count, group, ratio, suite, updateMarkdown, wants, wantsAny, writeResults, type BenchOptions,
+  absolute, bench, count, group, publish, ratio, suite, wants, wantsAny, type BenchOptions,
   type Result,
 } from './harness.js';
 import { Peer } from './peer.js';
@@ -535,5 +535,5 @@ export async function run(): Promise<void> {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   await run();
-  console.log(`wrote ${writeResults()} and ${updateMarkdown()}`);
+  console.log(publish());
 }

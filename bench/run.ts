@@ -6,12 +6,13 @@
  *
  * Each bench module exports `run(): Promise<void>`; the flags reach it through
  * the harness, which reads them from this process's argv. Every run that measured
- * something rewrites both files; a --quick or --filter run says so in them.
+ * something writes its results: a full run bench/results/latest.json and
+ * BENCHMARKS.md, a --quick or --filter run only bench/results/partial.json.
  */
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { flags, updateMarkdown, writeResults, report } from './harness.js';
+import { flags, publish, report } from './harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const files = readdirSync(here).filter((f) => f.endsWith('.bench.js')).sort();
@@ -28,8 +29,6 @@ const r = report();
 if (r.results.length === 0 && r.ratios.length === 0) {
   console.log(`nothing matched --filter ${flags.filter ?? ''}; no files written`);
 } else {
-  const json = writeResults(r);
-  const md = updateMarkdown(r);
   console.log(`\n${r.results.length} results, ${r.ratios.length} comparisons in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  console.log(`wrote ${json}\nupdated ${md}`);
+  console.log(publish(r));
 }
