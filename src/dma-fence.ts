@@ -85,7 +85,7 @@ export function fenceFromSlot(slot: number): DmaFence {
     return f;
   }
   hold(w, slot);
-  f = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
+  f = newView(slot);
   wrappers[slot] = f;
   return f;
 }
@@ -94,7 +94,7 @@ export function fenceFromSlot(slot: number): DmaFence {
 function viewOfHeld(slot: number): DmaFence {
   let f = wrappers[slot];
   if (!f) {
-    f = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
+    f = newView(slot);
     wrappers[slot] = f;
   }
   return f;
@@ -106,7 +106,7 @@ export function fenceAdoptSlot(slot: number): DmaFence {
   const f = wrappers[slot];
   adoptAsHold(w, slot);
   if (f) return f;
-  const nf = new DmaFence(PRIVATE, slot, undefined, 0, 0, 0);
+  const nf = newView(slot);
   wrappers[slot] = nf;
   return nf;
 }
@@ -158,6 +158,11 @@ function initContext(context: number | bigint): number | bigint {
   return lastInitCtxValue;
 }
 
+/** A seqno that is not a u32 number, checked for `DmaFence.init` (off its inlined path). */
+function initSeqno(seqno: number | bigint): number | bigint {
+  return checkU64(seqno, 'seqno', 'dma_fence_init');
+}
+
 function asNumberIfSafe(v: number | bigint): number | bigint {
   return typeof v === 'bigint' && v <= 9007199254740991n ? Number(v) : v;
 }
@@ -200,6 +205,9 @@ const PRIVATE_SLOT = -2;
 let lastInitOps: DmaFenceOps | undefined;
 
 let supersedesImpl!: (a: DmaFence, b: DmaFence) => boolean;
+/** A new view of shared fence slot `slot` (no references yet: the caller takes them). */
+let newView!: (slot: number) => DmaFence;
+let addableImpl!: (f: unknown) => boolean;
 /** `#slot` of a view after its last put. */
 const DEAD_SLOT = -1;
 
@@ -215,16 +223,18 @@ const DEAD_SLOT = -1;
  * Everything observable is the same in both forms.
  */
 export class DmaFence implements Disposable {
-  #slot: number;
+  // The initial values are those of a new private fence (literals: -2 is PRIVATE_SLOT,
+  // 0 STATE_PENDING), so that DmaFence.init stores only what differs: ops, context, seqno.
+  #slot = -2;
   /* Private form (#slot === PRIVATE_SLOT). */
-  #pState = STATE_PENDING;
+  #pState = 0;
   #pError = 0;
-  #pFlags: number;
+  #pFlags = 0;
   #pCtx: number | bigint;
   #pSeq: number | bigint;
   #pTs: number | bigint = 0;
   #pDeadline: bigint | undefined;
-  #pRefs: number;
+  #pRefs = 1;
   #cbs: DmaFenceFunc[] | null = null;
   /** ARMED | ENABLED_HERE | PUT_AFTER_CALLBACKS | ARM_SCHEDULED (one field: every fence allocates them). */
   #bits = 0;
@@ -245,6 +255,18 @@ export class DmaFence implements Disposable {
     };
   }
 
+  static {
+    // Small, for the same reason: a private fence is a driver fence, never a container.
+    addableImpl = (f) => f instanceof DmaFence && (f.#slot === -2 || !f.#isContainerShared());
+  }
+
+  /** A shared container (array or chain); false for a fence after its last put (get() reports that). */
+  #isContainerShared(): boolean {
+    if (this.#slot < 0) return false;
+    const k = this.#slotKind();
+    return k === FenceKind.Array || k === FenceKind.Chain;
+  }
+
   #supersedesSlow(old: DmaFence): boolean {
     if (this.#slot >= 0 && old.#slot >= 0) {
       return slotSameContext(W, this.#slot, old.#slot) && slotIsLaterOrSame(W, this.#slot, old.#slot);
@@ -254,16 +276,20 @@ export class DmaFence implements Disposable {
   }
 
   /** @internal use `DmaFence.init`, `fenceFromSlot` or a container constructor. */
-  constructor(
-    key: symbol, slot: number, ops: DmaFenceOps | undefined, ctx: number | bigint, seq: number | bigint, flags: number,
-  ) {
+  constructor(key: symbol, ops: DmaFenceOps | undefined, ctx: number | bigint, seq: number | bigint) {
     if (key !== PRIVATE) throw new TypeError('use DmaFence.init() to create a fence');
-    this.#slot = slot;
     this.#ops = ops;
     this.#pCtx = ctx;
     this.#pSeq = seq;
-    this.#pFlags = flags;
-    this.#pRefs = slot === PRIVATE_SLOT ? 1 : 0;
+  }
+
+  static {
+    newView = (slot) => {
+      const f = new DmaFence(PRIVATE, undefined, 0, 0);
+      f.#slot = slot;
+      f.#pRefs = 0;
+      return f;
+    };
   }
 
   /* ---- creation ---- */
@@ -284,9 +310,9 @@ export class DmaFence implements Disposable {
     // context run once per new one (drivers init a timeline's fences with one of each).
     if (ops !== lastInitOps) initOps(ops);
     const ctx = context === lastInitCtx ? lastInitCtxValue : initContext(context);
-    const seq = typeof seqno === 'number' && seqno >>> 0 === seqno ? seqno : checkU64(seqno, 'seqno', 'dma_fence_init');
+    const seq = typeof seqno === 'number' && seqno >>> 0 === seqno ? seqno : initSeqno(seqno);
     privateLive++;
-    const f = new DmaFence(PRIVATE, PRIVATE_SLOT, ops, ctx, seq, 0);
+    const f = new DmaFence(PRIVATE, ops, ctx, seq);
     if (tracing) f.trace('dma_fence_init');
     return f;
   }
@@ -315,6 +341,7 @@ export class DmaFence implements Disposable {
     if (this.#pState === STATE_SIGNALED && claimSignal(W, slot)) storeState(W, slot, this.#pTs);
     adoptAsHold(W, slot);
     for (let i = 1; i < this.#pRefs; i++) hold(W, slot);
+    this.#pRefs = 0; // private references only: put() counts on it
     this.#slot = slot;
     wrappers[slot] = this;
     privateLive--;
@@ -466,15 +493,17 @@ export class DmaFence implements Disposable {
    * (the kernel's "released with pending signals").
    */
   put(): void {
-    if (this.#slot === -2 && this.#cbs === null) {
-      if (this.#pRefs > 1) this.#pRefs--;
-      else this.#freePrivate();
-      return;
-    }
-    this.#putSlow();
+    // Only a private fence's non-last reference stays inline: the last one (and every
+    // shared one) takes the call, so the inlined body stays small for the callers' budget.
+    if (this.#pRefs > 1 && this.#cbs === null) this.#pRefs--; // #pRefs > 0 only while private
+    else this.#putSlow();
   }
 
   #putSlow(): void {
+    if (this.#slot === -2 && this.#cbs === null) {
+      this.#freePrivate(); // the last reference of a private fence without callbacks
+      return;
+    }
     this.#check();
     const slot = this.#slot;
     if (this.#cbs !== null && this.#isSignaledFlag()) this.runCallbacks();
@@ -1087,6 +1116,15 @@ function checkWaitAny(fences: readonly DmaFence[], timeoutMs: number): void {
  */
 export function fenceSupersedes(a: DmaFence, b: DmaFence): boolean {
   return supersedesImpl(a, b);
+}
+
+/**
+ * @internal A fence a reservation object accepts: a `DmaFence` that is not a
+ * container (the kernel adds no arrays or chains to a dma_resv). Small, for the
+ * resv add path to inline.
+ */
+export function fenceAddable(f: unknown): boolean {
+  return addableImpl(f);
 }
 
 /* Driver fences and stubs are signalled explicitly: waiters sleep on their own state word. */

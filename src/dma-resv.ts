@@ -33,7 +33,7 @@
  * added in a worker is seen by a wait in the main thread at once. A handle from
  * `fromSlot`/`receive` is on the shared form from the start.
  */
-import { DmaFence, type WaitOptions } from './dma-fence.js';
+import { DmaFence, fenceAddable, type WaitOptions } from './dma-fence.js';
 import { dmaFenceArrayCreate, isContainer } from './dma-fence-array.js';
 import { PrivateFences } from './dma-resv-private.js';
 import { initResvSlot, RV_WW, SlotFences, type ResvFences } from './dma-resv-slot.js';
@@ -106,6 +106,8 @@ let fencesOf!: (resv: DmaResv) => ResvFences;
 let heldFencesOf!: (resv: DmaResv) => ResvFences;
 
 let guardDone!: (resv: DmaResv) => void;
+/** The guard's lock is no longer held as a private object's lock (unlocked, or the object moved into the table). */
+let guardLeftPrivate!: (guard: DmaResvLocked) => void;
 
 /* ---- the object ---- */
 
@@ -141,7 +143,7 @@ export class DmaResv implements Disposable {
   private constructor(slot: number) {
     this.#slot = slot;
     if (slot === PRIVATE_SLOT) {
-      this.#ww = wwMutexPrivate(() => this.#migrate());
+      this.#ww = wwMutexPrivate(() => this.#migrate(), () => this.#leftPrivate());
       this.#fences = new PrivateFences();
       privateLive++;
     } else {
@@ -205,6 +207,11 @@ export class DmaResv implements Disposable {
     this.#slot = slot;
     this.#fences = new SlotFences(w, b);
     privateLive--;
+    this.#leftPrivate();
+  }
+
+  #leftPrivate(): void {
+    if (this.#guard) guardLeftPrivate(this.#guard);
   }
 
   #check(): void {
@@ -255,7 +262,8 @@ export class DmaResv implements Disposable {
     // unlock never ran): every new holder starts with none. (Read #fences only now:
     // the lock call may have moved the object into the table.)
     this.#fences.clamp();
-    this.#guard = new DmaResvLocked(GUARD, this, this.#ww);
+    const fast = this.#slot === PRIVATE_SLOT ? (this.#fences as PrivateFences) : null;
+    this.#guard = new DmaResvLocked(GUARD, this, this.#ww, fast);
     return this.#guard;
   }
 
@@ -424,16 +432,34 @@ export class DmaResvLocked implements Disposable {
   readonly resv: DmaResv;
   readonly #ww: WwMutex;
   #live = true;
+  /**
+   * The fences of a private object while this guard's lock is held. A private
+   * object has one handle and one mutex object, whose every unlock — through this
+   * guard or behind its back on `resv.mutex` — and the move into the table clear
+   * this field: non-null is proof that the lock is held, with no further check.
+   */
+  #privateHeld: PrivateFences | null;
+
+  static {
+    guardLeftPrivate = (guard) => {
+      guard.#privateHeld = null;
+    };
+  }
 
   /** @internal */
-  constructor(key: symbol, resv: DmaResv, ww: WwMutex) {
+  constructor(key: symbol, resv: DmaResv, ww: WwMutex, privateHeld: PrivateFences | null) {
     if (key !== GUARD) throw new TypeError('use DmaResv.lock() to lock a reservation object');
     this.resv = resv;
     this.#ww = ww;
+    this.#privateHeld = privateHeld;
   }
 
   /** The object's fences, in its current form, once the lock is known to be held. */
   #held(syscall: string): ResvFences {
+    return this.#privateHeld ?? this.#heldShared(syscall); // small: every locked operation inlines it
+  }
+
+  #heldShared(syscall: string): ResvFences {
     if (!this.#live || !this.#ww.isHeldByMe()) throw notHeld(syscall);
     return heldFencesOf(this.resv);
   }
@@ -442,6 +468,7 @@ export class DmaResvLocked implements Disposable {
   unlock(): void {
     this.#held('dma_resv_unlock').clamp();
     this.#live = false;
+    this.#privateHeld = null;
     guardDone(this.resv);
     this.#ww.unlock();
   }
@@ -469,7 +496,7 @@ export class DmaResvLocked implements Disposable {
   addFence(fence: DmaFence, usage: DmaResvUsage): void {
     const fences = this.#held('dma_resv_add_fence');
     // One condition, one throw site: the add path stays small enough for the JIT to inline.
-    if (!(fence instanceof DmaFence) || typeof usage !== 'number' || usage !== (usage & 3) || isContainer(fence)) {
+    if (!fenceAddable(fence) || typeof usage !== 'number' || usage !== (usage & 3)) {
       throw addFenceError(fence, usage);
     }
     fences.add(fence, usage);

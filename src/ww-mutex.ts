@@ -118,18 +118,24 @@ export class WwMutex implements Disposable {
   #pHeld = false;
   #pCtx: WwAcquireCtx | null = null;
   #share: (() => void) | null = null;
+  /** Private form: called by every unlock (its owner's lock-held fast path ends there). */
+  #unlocked: (() => void) | null = null;
 
   static {
     migrateImpl = (m, slot, at) => m.#migrate(slot, at);
   }
 
   /** @internal use `WwMutex.create()`, `WwMutex.receive()`, `wwMutexAt()` or `wwMutexPrivate()`. */
-  constructor(key: symbol, slot: number, at: number, embedded: boolean, share: (() => void) | null = null) {
+  constructor(
+    key: symbol, slot: number, at: number, embedded: boolean, share: (() => void) | null = null,
+    unlocked: (() => void) | null = null,
+  ) {
     if (key !== PRIVATE) throw new TypeError('use WwMutex.create() to create a ww-mutex');
     this.#slot = slot;
     this.#at = at;
     this.#embedded = embedded;
     this.#share = share;
+    this.#unlocked = unlocked;
   }
 
   /** Move a private mutex into the (zeroed) words at `at` of `slot`, keeping its holder and context. */
@@ -153,6 +159,7 @@ export class WwMutex implements Disposable {
     this.#pHeld = false;
     this.#pCtx = null;
     this.#share = null;
+    this.#unlocked = null;
   }
 
   get #private(): boolean {
@@ -404,6 +411,7 @@ export class WwMutex implements Disposable {
       this.#pHeld = false;
       this.#pCtx = null;
       if (ctx !== null) stateOf(ctx).held.delete(this.#at);
+      this.#unlocked?.();
       return;
     }
     if ((Atomics.load(W.i32, this.#at + WW_OWNER) & WW_OWNER_MASK) !== me) {
@@ -487,11 +495,12 @@ export function wwMutexAt(slot: number, at: number): WwMutex {
 /**
  * @internal A new, free ww-mutex private to this thread, for an object that is
  * private itself and embeds it (DmaResv). `share` is called when the mutex must
- * become shared: it must allocate the object's slot and call `wwMutexMigrate`.
- * No references of its own, as `wwMutexAt`.
+ * become shared: it must allocate the object's slot and call `wwMutexMigrate`;
+ * `unlocked` after every unlock while it is private. No references of its own,
+ * as `wwMutexAt`.
  */
-export function wwMutexPrivate(share: () => void): WwMutex {
-  return new WwMutex(PRIVATE, PRIVATE_SLOT, nextPrivateKey--, true, share);
+export function wwMutexPrivate(share: () => void, unlocked: () => void): WwMutex {
+  return new WwMutex(PRIVATE, PRIVATE_SLOT, nextPrivateKey--, true, share, unlocked);
 }
 
 /**

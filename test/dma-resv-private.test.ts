@@ -196,6 +196,26 @@ test('moved while locked without a context: the guard keeps working, the lock st
   g2.unlock();
 });
 
+test('unlocked behind its guard (resv.mutex.unlock()): the guard is EPERM and changes nothing, private or moved', (t) => {
+  const refs = new Refs(t);
+  for (const move of [false, true]) {
+    const r = refs.resv();
+    const g = guard(r);
+    g.reserveFences(1);
+    g.addFence(refs.fence('a'), WRITE);
+    if (move) void r.slot;
+    r.mutex.unlock(); // ww_mutex_unlock(&obj->lock) directly, as a kernel caller could
+    assert.equal(r.isLocked(), false);
+    assert.throws(() => g.reserveFences(1), { code: 'EPERM' }, `move=${move}`);
+    assert.throws(() => g.addFence(refs.fence('b'), WRITE), { code: 'EPERM' }, `move=${move}`);
+    assert.throws(() => g.unlock(), { code: 'EPERM' }, `move=${move}`);
+    assert.equal(r.isLocked(), false);
+    const g2 = guard(r);
+    assert.deepEqual(slots(refs, g2), ['a:WRITE'], 'the failed calls added nothing');
+    g2.unlock();
+  }
+});
+
 test('moved while locked by a context: still held by it (-EALREADY, locking ctx, stamp), and wait-die applies', (t) => {
   const refs = new Refs(t);
   const [r, held] = [refs.resv(), refs.resv()];
