@@ -188,15 +188,23 @@ export interface WaitAnyResult {
 let privateLive = 0;
 onCountLive((kind) => (kind === undefined || kind === Kind.Fence ? privateLive : 0));
 
-/* `#bits` of a view. */
+/*
+ * `#flags` of a view (a shared fence keeps its DMA_FENCE_FLAG_* bits in its slot).
+ * Bits 4-7: none of the fence flag bits, so that neither reading can be mistaken for the other.
+ */
 /** This view's cross-thread callback delivery is armed (a waitAsync on the state word is pending). */
-const ARMED = 1;
+const ARMED = 1 << 4;
 /** The fence kind's `enable` ran for this thread. */
-const ENABLED_HERE = 2;
+const ENABLED_HERE = 1 << 5;
 /** The last put() waits for this thread's callbacks to run. */
-const PUT_AFTER_CALLBACKS = 4;
+const PUT_AFTER_CALLBACKS = 1 << 6;
 /** `armIfPending` is queued for the end of this job. */
-const ARM_SCHEDULED = 8;
+const ARM_SCHEDULED = 1 << 7;
+/**
+ * `#flags` of a private fence: signalled (the shared form keeps its state in the
+ * slot). Bit 3: not a fence flag bit nor a view bit; never shown by `flags`.
+ */
+const P_SIGNALED = 1 << 3;
 
 /** `#slot` of a fence that is still private to its thread (no slot yet). */
 const PRIVATE_SLOT = -2;
@@ -211,6 +219,12 @@ let addableImpl!: (f: unknown) => boolean;
 /** `#slot` of a view after its last put. */
 const DEAD_SLOT = -1;
 
+/** What a private fence rarely has: an error (set before its signal) and a deadline. */
+interface PrivateRare {
+  error: number;
+  deadline: bigint | undefined;
+}
+
 /**
  * A fence: this thread's view of one shared fence slot — or, for a driver fence
  * that has not left its thread yet, the fence itself.
@@ -223,21 +237,24 @@ const DEAD_SLOT = -1;
  * Everything observable is the same in both forms.
  */
 export class DmaFence implements Disposable {
-  // The initial values are those of a new private fence (literals: -2 is PRIVATE_SLOT,
-  // 0 STATE_PENDING), so that DmaFence.init stores only what differs: ops, context, seqno.
+  // The initial values are those of a new private fence (-2: PRIVATE_SLOT, a literal),
+  // so that DmaFence.init stores only what differs: ops, context, seqno.
   #slot = -2;
-  /* Private form (#slot === PRIVATE_SLOT). */
-  #pState = 0;
-  #pError = 0;
-  #pFlags = 0;
+  /**
+   * Private form: the fence's DMA_FENCE_FLAG_* bits and P_SIGNALED (pending
+   * without it). A view (shared form, whose flags and state are in the slot):
+   * ARMED | ENABLED_HERE | PUT_AFTER_CALLBACKS | ARM_SCHEDULED. One field for all
+   * of them: every fence allocates it (a field costs 8 bytes on every fence).
+   */
+  #flags = 0;
+  /* The rest of the private form (#slot === PRIVATE_SLOT). */
   #pCtx: number | bigint;
   #pSeq: number | bigint;
   #pTs: number | bigint = 0;
-  #pDeadline: bigint | undefined;
+  /** Error and deadline, set on few fences: one field on every fence instead of two. */
+  #pRare: PrivateRare | undefined;
   #pRefs = 1;
   #cbs: DmaFenceFunc[] | null = null;
-  /** ARMED | ENABLED_HERE | PUT_AFTER_CALLBACKS | ARM_SCHEDULED (one field: every fence allocates them). */
-  #bits = 0;
   /** Driver ops: only on the view in the thread that created the fence. */
   #ops: DmaFenceOps | undefined;
 
@@ -249,7 +266,7 @@ export class DmaFence implements Disposable {
     supersedesImpl = (a, b) => {
       const sa = a.#pSeq;
       const sb = b.#pSeq;
-      return a.#slot === -2 && b.#slot === -2 && typeof sa === 'number' && typeof sb === 'number' && !(a.#pFlags & 2)
+      return a.#slot === -2 && b.#slot === -2 && typeof sa === 'number' && typeof sb === 'number' && !(a.#flags & 2)
         ? a.#pCtx == b.#pCtx && (a === b || ((sa - sb) | 0) > 0) // eslint-disable-line eqeqeq
         : a.#supersedesSlow(b);
     };
@@ -320,7 +337,7 @@ export class DmaFence implements Disposable {
   /** dma_fence_init64: same with 64-bit seqno ordering. */
   static init64(ops: DmaFenceOps, context: number | bigint, seqno: number | bigint): DmaFence {
     const f = DmaFence.init(ops, context, seqno);
-    f.#pFlags = DMA_FENCE_FLAG_SEQNO64;
+    f.#flags = DMA_FENCE_FLAG_SEQNO64;
     return f;
   }
 
@@ -334,19 +351,24 @@ export class DmaFence implements Disposable {
       FenceKind.Driver, asNumberIfSafe(this.#pCtx), asNumberIfSafe(this.#pSeq), false, names[0], names[1],
     );
     const b = W.base(slot);
-    W.i32[b + F_FLAGS] = this.#pFlags;
-    W.i32[b + F_ERROR] = this.#pError;
-    if (this.#pDeadline !== undefined) recordDeadline(W, b, this.#pDeadline);
+    const signaled = (this.#flags & P_SIGNALED) !== 0;
+    W.i32[b + F_FLAGS] = this.#flags & ~P_SIGNALED;
+    this.#flags = 0; // a view's bits from now on
+    const rare = this.#pRare;
+    if (rare !== undefined) {
+      W.i32[b + F_ERROR] = rare.error;
+      if (rare.deadline !== undefined) recordDeadline(W, b, rare.deadline);
+    }
     // Its signal was recorded (trace) while private, and nobody can sleep on the new slot yet.
-    if (this.#pState === STATE_SIGNALED && claimSignal(W, slot)) storeState(W, slot, this.#pTs);
+    if (signaled && claimSignal(W, slot)) storeState(W, slot, this.#pTs);
     adoptAsHold(W, slot);
     for (let i = 1; i < this.#pRefs; i++) hold(W, slot);
     this.#pRefs = 0; // private references only: put() counts on it
     this.#slot = slot;
     wrappers[slot] = this;
     privateLive--;
-    if (this.#cbs !== null && this.#cbs.length > 0 && this.#pState !== STATE_SIGNALED && !(this.#bits & ARM_SCHEDULED)) {
-      this.#bits |= ARM_SCHEDULED; // callbacks queued while private now need cross-thread delivery
+    if (this.#cbs !== null && this.#cbs.length > 0 && !signaled && !(this.#flags & ARM_SCHEDULED)) {
+      this.#flags |= ARM_SCHEDULED; // callbacks queued while private now need cross-thread delivery
       if (toArm.push(this) === 1) queueMicrotask(armPending);
     }
   }
@@ -431,7 +453,7 @@ export class DmaFence implements Disposable {
 
   /** The fence's flag bits (DMA_FENCE_FLAG_*), plus SIGNALED/TIMESTAMP derived from state. */
   get flags(): number {
-    return this.#private ? this.#pFlags : Atomics.load(W.i32, this.#b + F_FLAGS);
+    return this.#private ? this.#flags & ~P_SIGNALED : Atomics.load(W.i32, this.#b + F_FLAGS);
   }
 
   get driverName(): string {
@@ -446,7 +468,7 @@ export class DmaFence implements Disposable {
 
   /** The error stored with `setError` (0 if none). Meaningful once signalled. */
   get error(): number {
-    return this.#private ? this.#pError : Atomics.load(W.i32, this.#b + F_ERROR);
+    return this.#private ? this.#pErr : Atomics.load(W.i32, this.#b + F_ERROR);
   }
 
   /** @internal which implementation this fence belongs to. */
@@ -511,12 +533,12 @@ export class DmaFence implements Disposable {
     if (last && this.#cbs && this.#cbs.length > 0 && !this.#isSignaledFlag()) {
       if (this.#private || slotRefs(W, slot) === 1) {
         // Nobody else can ever signal it: the kernel's "released with pending signals".
-        if (this.#private) this.#pError = -ERRNO.EDEADLK;
+        if (this.#private) this.#rare().error = -ERRNO.EDEADLK;
         else Atomics.store(W.i32, this.#b + F_ERROR, -ERRNO.EDEADLK);
         this.#signal(ktimeNowNs());
       } else {
         // Others hold it: keep this thread's reference until the callbacks have run.
-        this.#bits |= PUT_AFTER_CALLBACKS;
+        this.#flags |= PUT_AFTER_CALLBACKS;
         return;
       }
     }
@@ -581,6 +603,15 @@ export class DmaFence implements Disposable {
     if (this.#slot === DEAD_SLOT) throw fail('EINVAL', 'dma_fence', 'fence used after its last put()');
   }
 
+  /** A private fence's error (0: none). */
+  get #pErr(): number {
+    return this.#pRare?.error ?? 0;
+  }
+
+  #rare(): PrivateRare {
+    return (this.#pRare ??= { error: 0, deadline: undefined });
+  }
+
   /* ---- ordering ---- */
 
   /**
@@ -618,7 +649,7 @@ export class DmaFence implements Disposable {
   /* ---- signalling ---- */
 
   #isSignaledFlag(): boolean {
-    if (this.#private) return this.#pState === STATE_SIGNALED;
+    if (this.#private) return (this.#flags & P_SIGNALED) !== 0;
     return Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALED;
   }
 
@@ -647,8 +678,8 @@ export class DmaFence implements Disposable {
   #signal(tsNs: number | bigint): boolean {
     if (this.#private) {
       // Nobody else can see it: no claim, no publish, no wake-ups.
-      if (this.#pState === STATE_SIGNALED) return false;
-      this.#pState = STATE_SIGNALED;
+      if (this.#flags & P_SIGNALED) return false;
+      this.#flags |= P_SIGNALED;
       this.#pTs = tsNs;
       if (tracing) this.trace('dma_fence_signaled');
       this.runCallbacks();
@@ -682,8 +713,8 @@ export class DmaFence implements Disposable {
   }
 
   #settleDeferredPut(): void {
-    if (!(this.#bits & PUT_AFTER_CALLBACKS) || (this.#cbs && this.#cbs.length > 0)) return;
-    this.#bits &= ~PUT_AFTER_CALLBACKS;
+    if (!(this.#flags & PUT_AFTER_CALLBACKS) || (this.#cbs && this.#cbs.length > 0)) return;
+    this.#flags &= ~PUT_AFTER_CALLBACKS;
     this.#dropRef();
   }
 
@@ -695,16 +726,17 @@ export class DmaFence implements Disposable {
     this.#check();
     if (!Number.isInteger(err)) throw new TypeError('setError: error must be an integer');
     if (err >= 0 || err < -4095) throw fail('EINVAL', 'dma_fence_set_error', `error ${err} is not a negative errno`);
-    const pending = this.#private ? this.#pState === STATE_PENDING
+    const pending = this.#private ? !(this.#flags & P_SIGNALED)
       : Atomics.load(W.i32, this.#b + F_STATE) === STATE_PENDING;
     if (!pending) throw fail('EINVAL', 'dma_fence_set_error', 'fence is already signalled');
-    if (this.#private) this.#pError = err;
+    if (this.#private) this.#rare().error = err;
     else Atomics.store(W.i32, this.#b + F_ERROR, err);
   }
 
   /** dma_fence_is_signaled: peeks the implementation, signalling if it says done. Does not enable signalling. */
   isSignaled(): boolean {
-    if (this.#slot === -2 && this.#cbs === null && this.#pState !== 1 && this.#ops?.signaled === undefined) {
+    // 8: P_SIGNALED.
+    if (this.#slot === -2 && this.#cbs === null && !(this.#flags & 8) && this.#ops?.signaled === undefined) {
       return false; // pending, and no driver op to peek
     }
     return this.#isSignaledSlow();
@@ -735,7 +767,7 @@ export class DmaFence implements Disposable {
   /** dma_fence_get_status: 0 pending, 1 signalled, negative error if signalled with one. */
   getStatus(): number {
     if (!this.isSignaled()) return 0;
-    if (this.#private) return this.#pError < 0 ? this.#pError : 1;
+    if (this.#private) return this.#pErr < 0 ? this.#pErr : 1;
     // Another thread may be between claim and publish; its error is stored in between.
     while (Atomics.load(W.i32, this.#b + F_STATE) === STATE_SIGNALING);
     const e = Atomics.load(W.i32, this.#b + F_ERROR);
@@ -748,7 +780,7 @@ export class DmaFence implements Disposable {
    */
   timestamp(): bigint {
     if (this.#private) {
-      if (this.#pState !== STATE_SIGNALED) throw fail('EINVAL', 'dma_fence_timestamp', 'fence is not signalled');
+      if (!(this.#flags & P_SIGNALED)) throw fail('EINVAL', 'dma_fence_timestamp', 'fence is not signalled');
       return typeof this.#pTs === 'bigint' ? this.#pTs : BigInt(Math.round(this.#pTs));
     }
     for (;;) {
@@ -771,8 +803,8 @@ export class DmaFence implements Disposable {
     if (this.#isSignaledFlag()) return false;
     let first: boolean;
     if (this.#private) {
-      first = !(this.#pFlags & DMA_FENCE_FLAG_ENABLE_SIGNAL);
-      this.#pFlags |= DMA_FENCE_FLAG_ENABLE_SIGNAL;
+      first = !(this.#flags & DMA_FENCE_FLAG_ENABLE_SIGNAL);
+      this.#flags |= DMA_FENCE_FLAG_ENABLE_SIGNAL;
     } else {
       first = !(Atomics.or(W.i32, this.#b + F_FLAGS, DMA_FENCE_FLAG_ENABLE_SIGNAL) & DMA_FENCE_FLAG_ENABLE_SIGNAL);
     }
@@ -780,8 +812,8 @@ export class DmaFence implements Disposable {
     let keep = true;
     if (kind === FenceKind.Driver) {
       if (first && this.#ops?.enableSignaling) keep = this.#ops.enableSignaling(this);
-    } else if (!(this.#bits & ENABLED_HERE)) {
-      this.#bits |= ENABLED_HERE;
+    } else if (!(this.#flags & ENABLED_HERE)) {
+      this.#flags |= ENABLED_HERE;
       const ko = fenceKindOps(kind);
       if (ko?.enable) keep = ko.enable(this);
     }
@@ -800,9 +832,9 @@ export class DmaFence implements Disposable {
     if (this.#isSignaledFlag()) return -ERRNO.ENOENT;
     if (!this.#enable()) return -ERRNO.ENOENT;
     (this.#cbs ??= []).push(func);
-    if (!this.#private && !(this.#bits & (ARMED | ARM_SCHEDULED))) {
+    if (!this.#private && !(this.#flags & (ARMED | ARM_SCHEDULED))) {
       // Only a fence still pending when this job ends needs a wake-up from another thread.
-      this.#bits |= ARM_SCHEDULED;
+      this.#flags |= ARM_SCHEDULED;
       if (toArm.push(this) === 1) queueMicrotask(armPending);
     }
     return 0;
@@ -821,13 +853,13 @@ export class DmaFence implements Disposable {
 
   /** @internal end of job: arm delivery if callbacks are still queued on a pending fence. */
   armIfPending(): void {
-    this.#bits &= ~ARM_SCHEDULED;
+    this.#flags &= ~ARM_SCHEDULED;
     if (this.#slot >= 0 && this.#cbs !== null && this.#cbs.length > 0) this.#armRemote();
   }
 
   /** Deliver this thread's callbacks when another thread signals. */
   #armRemote(): void {
-    if (this.#bits & ARMED) return;
+    if (this.#flags & ARMED) return;
     const i32 = W.i32;
     const b = this.#b;
     const state = Atomics.load(i32, b + F_STATE);
@@ -835,14 +867,14 @@ export class DmaFence implements Disposable {
       queueMicrotask(() => this.runCallbacks());
       return;
     }
-    this.#bits |= ARMED;
+    this.#flags |= ARMED;
     const gen = slotGen(W, this.#slot);
     const slot = this.#slot;
     Atomics.add(i32, b + F_SLEEPERS, 1);
     const r = Atomics.waitAsync(i32, b + F_STATE, state);
     const settle = (): void => {
       Atomics.sub(i32, b + F_SLEEPERS, 1);
-      this.#bits &= ~ARMED;
+      this.#flags &= ~ARMED;
       if (this.#slot !== slot || slotGen(W, slot) !== gen) return;
       if (Atomics.load(i32, b + F_STATE) === STATE_SIGNALED) this.runCallbacks();
       else if (this.#cbs && this.#cbs.length > 0) this.#armRemote();
@@ -981,7 +1013,10 @@ export class DmaFence implements Disposable {
     const kind = this.kind;
     if (kind === FenceKind.Driver) {
       if (!this.#private) recordDeadline(W, this.#b, deadlineNs);
-      else if (this.#pDeadline === undefined || deadlineNs < this.#pDeadline) this.#pDeadline = deadlineNs;
+      else {
+        const rare = this.#rare();
+        if (rare.deadline === undefined || deadlineNs < rare.deadline) rare.deadline = deadlineNs;
+      }
       this.#ops?.setDeadline?.(this, deadlineNs);
       return;
     }
@@ -990,7 +1025,7 @@ export class DmaFence implements Disposable {
 
   /** Earliest deadline recorded for this fence, or undefined. */
   get deadline(): bigint | undefined {
-    if (this.#private) return this.#pDeadline;
+    if (this.#private) return this.#pRare?.deadline;
     const d = Atomics.load(W.i64, (this.#b + F_DEADLINE) >> 1);
     return d === NO_DEADLINE ? undefined : d;
   }
