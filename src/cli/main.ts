@@ -70,8 +70,10 @@ browser.
   -o, --output OUT   the HTML file (default FILE with .json replaced by .html)`,
   bench: `usage: dmabuf bench [--filter S] [--quick]
 
-Runs the benchmark suite and rewrites BENCHMARKS.md. Needs a checkout of the
-repository (the suite is not part of the package): npm run bench.`,
+Runs the benchmark suite. A full run rewrites BENCHMARKS.md and
+bench/results/latest.json; a --filter or --quick run writes only
+bench/results/partial.json. Needs a checkout of the repository (the suite is
+not part of the package): npm run bench.`,
 };
 
 function int(v: string | undefined, name: string, fallback: number, min: number, max: number): number {
