@@ -23,7 +23,7 @@ import {
   DmaFence, fenceAdoptSlot, fenceFromSlot, fenceRef,
 } from './dma-fence.js';
 import {
-  allocFenceSlot, F_AUX, F_ERROR, FenceKind, registerFenceKind, slotDone, slotFenceKind, slotSignaled, slotTimestampNs,
+  allocFenceSlot, F_AUX, F_ERROR, FenceKind, isContainerKind, registerFenceKind, slotDone, slotFenceKind, slotSignaled, slotTimestampNs,
   traceSlot,
 } from './dma-fence-slot.js';
 import { fail } from './errors.js';
@@ -38,8 +38,7 @@ const AR_ANY = F_AUX + 2;
 
 /** True if `f` is a container (array or chain), which arrays and resvs refuse. */
 export function isContainer(f: DmaFence): boolean {
-  const k = f.kind;
-  return k === FenceKind.Array || k === FenceKind.Chain;
+  return isContainerKind(f.kind);
 }
 
 /** to_dma_fence_array: true if `f` is an array fence. */

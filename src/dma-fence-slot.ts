@@ -64,6 +64,11 @@ export const enum FenceKind {
   Chain = 5,
 }
 
+/** Containers (arrays and chains): what arrays and reservation objects refuse. */
+export function isContainerKind(k: FenceKind): boolean {
+  return k === FenceKind.Array || k === FenceKind.Chain;
+}
+
 /**
  * What a fence kind implemented in another module (sw_sync, array, chain) tells
  * the core. `signaled` and `release` work on the shared slot from any thread;

@@ -37,7 +37,7 @@
 import {
   allocFenceSlot, claimSignal, DMA_FENCE_FLAG_ENABLE_SIGNAL, DMA_FENCE_FLAG_SEQNO64, F_CTX_HI, F_CTX_LO, F_DEADLINE,
   F_DRIVER_NAME, F_ERROR, F_FKIND, F_FLAGS, F_SEQ_HI, F_SEQ_LO, F_SLEEPERS, F_STATE, F_TIMELINE_NAME, FenceKind,
-  fenceKindOps, finishSignal, NAME_WORDS, NO_DEADLINE, publishSignal, recordDeadline, remainingMs, seqnoIsLater,
+  fenceKindOps, finishSignal, isContainerKind, NAME_WORDS, NO_DEADLINE, publishSignal, recordDeadline, remainingMs, seqnoIsLater,
   slotDone, slotIsLaterOrSame, slotSameContext, slotTimestamp, slotTraceFence, STATE_PENDING, STATE_SIGNALED, STATE_SIGNALING,
   storeState, traceSlot, waitLeaf, waitLeafAsync,
 } from './dma-fence-slot.js';
@@ -279,9 +279,7 @@ export class DmaFence implements Disposable {
 
   /** A shared container (array or chain); false for a fence after its last put (get() reports that). */
   #isContainerShared(): boolean {
-    if (this.#slot < 0) return false;
-    const k = this.#slotKind();
-    return k === FenceKind.Array || k === FenceKind.Chain;
+    return this.#slot >= 0 && isContainerKind(this.#slotKind());
   }
 
   #supersedesSlow(old: DmaFence): boolean {
