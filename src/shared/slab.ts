@@ -216,9 +216,11 @@ function release(w: World, slot: number): void {
 /** Add a local reference of this thread. The first one counts in the shared refcount. */
 export function hold(w: World, slot: number): void {
   if (localRefs[slot]++ === 0) {
+    // No JS call between the two atomics: a terminated worker stops only at a call or a
+    // loop, so the reaper finds the holder bit set exactly when the count includes it.
     const b = w.base(slot);
-    Atomics.add(w.i32, b + S_REFS, 1);
     const t = tid();
+    Atomics.add(w.i32, b + S_REFS, 1);
     Atomics.or(w.i32, b + (t < 32 ? S_HOLD0 : S_HOLD1), 1 << (t & 31));
   }
 }
@@ -241,9 +243,12 @@ export function unhold(w: World, slot: number): boolean {
     localRefs[slot] = 0;
     throw fail('EINVAL', 'put', `slot ${slot} released more often than it was held`);
   }
+  // As in hold(): the bit and the count change with no JS call between them. (The release
+  // of a last reference may still be cut short by a termination; that is not covered here.)
   const t = tid();
-  Atomics.and(w.i32, w.base(slot) + (t < 32 ? S_HOLD0 : S_HOLD1), ~(1 << (t & 31)));
-  unref(w, slot);
+  const b = w.base(slot);
+  Atomics.and(w.i32, b + (t < 32 ? S_HOLD0 : S_HOLD1), ~(1 << (t & 31)));
+  if (Atomics.sub(w.i32, b + S_REFS, 1) === 1) release(w, slot);
   return true;
 }
 
